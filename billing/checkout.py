@@ -55,7 +55,12 @@ def open_order(reference: str, email: str, plan: Plan) -> Order:
 
 def pay(order: Order, payment_method: str) -> Outcome:
     """Charge the order once. A resubmit while a charge is in flight or done gets that
-    charge's outcome, never a second charge."""
+    charge's outcome, never a second charge.
+
+    Two steps, each under the order's row lock: create the PaymentIntent and commit its id
+    (no money moves), then confirm it (money moves). Whatever crashes after the first step,
+    the order knows its PaymentIntent.
+    """
     with transaction.atomic():
         order = Order.objects.select_for_update().select_related("plan").get(pk=order.pk)
         if order.state != Order.State.PENDING:
@@ -64,21 +69,21 @@ def pay(order: Order, payment_method: str) -> Outcome:
             payment_intent = gateway.retrieve_payment_intent(order.stripe_payment_intent_id)
             order.stripe_payment_status = payment_intent["status"]
             order.save(update_fields=["stripe_payment_status", "updated_at"])
-            if payment_intent["status"] not in RETRYABLE:
+            if payment_intent["status"] not in RETRYABLE | {"requires_confirmation"}:
                 return outcome_of(order, payment_intent)
-        # The attempt number is part of the idempotency key. It is committed together with
-        # the PaymentIntent id, so a crash mid-call replays the same key: the same charge.
-        order.payment_attempts += 1
-        try:
-            charge = gateway.charge(order, payment_method)
-        except stripe.IdempotencyError:
-            order.log("payment:in_doubt", "A retried payment request did not match the first one.", actor="customer")
-            return Outcome(order, "done")
-        if charge.payment_intent_id:
-            order.stripe_payment_intent_id = charge.payment_intent_id
-        order.stripe_customer_id = charge.customer_id
+        # requires_confirmation: an earlier request created it and never confirmed it.
+        if order.stripe_payment_status != "requires_confirmation":
+            declined = _create_payment_intent(order, payment_method)
+            if declined:
+                return Outcome(order, "declined", message=declined)
+
+    with transaction.atomic():
+        order = Order.objects.select_for_update().select_related("plan").get(pk=order.pk)
+        if order.state != Order.State.PENDING or order.stripe_payment_status != "requires_confirmation":
+            return Outcome(order, "done")  # another request got here first
+        charge = gateway.confirm(order, order.stripe_payment_intent_id)
         order.stripe_payment_status = charge.status
-        order.save()
+        order.save(update_fields=["stripe_payment_status", "updated_at"])
         order.log(
             f"payment:{charge.status}",
             _describe(charge),
@@ -89,6 +94,35 @@ def pay(order: Order, payment_method: str) -> Outcome:
     if charge.status == "declined":
         return Outcome(order, "declined", message=charge.decline_message)
     return outcome_of(order, charge.payment_intent)
+
+
+def _create_payment_intent(order: Order, payment_method: str) -> str:
+    """Step one, under the caller's row lock; returns a decline message, or "".
+
+    The attempt number is part of the idempotency key and is committed together with the
+    PaymentIntent id, before any money moves: a crash replays the same key, so real Stripe
+    hands back the same PaymentIntent instead of making a second one.
+    """
+    order.payment_attempts += 1
+    try:
+        payment_intent = gateway.create_payment_intent(order, payment_method)
+    except stripe.CardError as error:  # the card was refused before any charge
+        message = error.user_message or "Your card was declined."
+        order.stripe_payment_status = "declined"
+        order.save(update_fields=["payment_attempts", "stripe_payment_status", "updated_at"])
+        order.log("payment:declined", f"Card refused: {message}", actor="customer")
+        return message
+    order.stripe_payment_intent_id = payment_intent.id
+    order.stripe_customer_id = payment_intent.customer or ""
+    order.stripe_payment_status = payment_intent.status
+    order.save()
+    order.log(
+        "payment:created",
+        f"PaymentIntent {payment_intent.id} created (attempt {order.payment_attempts}).",
+        actor="customer",
+        data={"payment_intent": payment_intent.id, "attempt": order.payment_attempts},
+    )
+    return ""
 
 
 def outcome_of(order: Order, payment_intent) -> Outcome:

@@ -36,8 +36,8 @@ def _client(secret_key: str, api_base: str, retries: int) -> stripe.StripeClient
 class Charge:
     """What checkout needs to know about a PaymentIntent after trying to confirm it."""
 
-    payment_intent_id: str | None
-    customer_id: str
+
+    payment_intent_id: str
     status: str  # a PaymentIntent status, or "declined"
     client_secret: str = ""
     decline_message: str = ""
@@ -48,20 +48,19 @@ def _metadata(order) -> dict[str, str]:
     return {"order_id": str(order.id), "reference": order.reference, "email": order.email}
 
 
-def charge(order, payment_method: str) -> Charge:
-    """Create and confirm a PaymentIntent for the order's current attempt.
+def create_payment_intent(order, payment_method: str) -> stripe.PaymentIntent:
+    """Create, without confirming, the PaymentIntent for the order's current attempt.
 
-    `payment_method` is a `pm_…` id (Stripe.js) or a `tok_…` card token (localstripe's fake
-    Stripe.js). A declined card comes back as status "declined", not as an exception.
+    No money moves yet: the caller stores the id before `confirm()`. `payment_method` is a
+    `pm_…` id (Stripe.js) or a `tok_…` card token (localstripe's fake Stripe.js), which needs
+    a customer to hold the card.
     """
     attempt = order.payment_attempts
     api = client()
     customer_params = {"email": order.email, "metadata": _metadata(order)}
-    if payment_method.startswith("tok_"):
-        customer_params["source"] = payment_method
+    customer_params["source" if payment_method.startswith("tok_") else "payment_method"] = payment_method
     customer = api.v1.customers.create(
-        customer_params,
-        {"idempotency_key": order.idempotency_key(f"customer-{attempt}")},
+        customer_params, {"idempotency_key": order.idempotency_key(f"customer-{attempt}")}
     )
     if payment_method.startswith("tok_"):
         payment_method = customer.default_source
@@ -71,25 +70,28 @@ def charge(order, payment_method: str) -> Charge:
         "customer": customer.id,
         "payment_method": payment_method,
         "payment_method_types": ["card"],
-        "confirm": True,
         "metadata": _metadata(order),
     }
+    return api.v1.payment_intents.create(params, {"idempotency_key": order.idempotency_key(f"pi-{attempt}")})
+
+
+def confirm(order, payment_intent_id: str) -> Charge:
+    """Confirm the PaymentIntent: this is where money moves. A declined card comes back as
+    status "declined", not as an exception."""
     try:
-        pi = api.v1.payment_intents.create(
-            params, {"idempotency_key": order.idempotency_key(f"pi-{attempt}")}
+        pi = client().v1.payment_intents.confirm(
+            payment_intent_id,
+            options={"idempotency_key": order.idempotency_key(f"pi-{order.payment_attempts}-confirm")},
         )
     except stripe.CardError as error:
-        pi = getattr(error.error, "payment_intent", None) if error.error else None
         logger.info("order %s: card declined (%s)", order.reference, error.code)
         return Charge(
-            payment_intent_id=pi["id"] if pi else None,
-            customer_id=customer.id,
+            payment_intent_id=payment_intent_id,
             status="declined",
             decline_message=error.user_message or "Your card was declined.",
         )
     return Charge(
         payment_intent_id=pi.id,
-        customer_id=customer.id,
         status=pi.status,
         client_secret=pi.client_secret or "",
         payment_intent=pi,

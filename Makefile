@@ -1,0 +1,49 @@
+# PaidUp: `make run` (the whole thing on SQLite + localstripe) and `make test` (every test).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQS_HASH := $(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-10)
+STAMP := $(VENV)/.installed-$(REQS_HASH)
+PORT ?= 8000
+LOCALSTRIPE_PORT ?= 8420
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test lint chromium bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser test (Playwright cannot download its own here).
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	@mkdir -p var
+	DEBUG=1 $(BIN)/python manage.py migrate --no-input -v0
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+	@echo ""
+	@echo "  Checkout:     http://127.0.0.1:$(PORT)/checkout/   (card 4242 4242 4242 4242, any future date, any CVC)"
+	@echo "  Admin:        http://127.0.0.1:$(PORT)/admin/      (the dev support login is printed above)"
+	@echo "  Sent emails:  http://127.0.0.1:$(PORT)/dev/emails/ (and printed by the worker below)"
+	@echo "  Fake Stripe:  http://127.0.0.1:$(LOCALSTRIPE_PORT)/ (localstripe; state in var/localstripe)"
+	@echo "  Ctrl-C stops everything."
+	@echo ""
+	PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) $(BIN)/honcho -f Procfile.dev -e dev.env start
+
+test: install chromium
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/webhook_backlog.py
+
+clean:
+	rm -rf $(VENV) var db.sqlite3* staticfiles
