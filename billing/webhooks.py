@@ -22,13 +22,23 @@ from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from djstripe.event_handlers import djstripe_receiver
-from djstripe.models import WebhookEndpoint, WebhookEventTrigger
+from djstripe.event_handlers import djstripe_receiver, handle_other_event
+from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
+from djstripe.signals import WEBHOOK_SIGNALS
 
 from .fulfilment import NotFulfillable, PaymentMismatch, find_order, fulfil_from_payment_intent
 from .models import Order
 
 logger = logging.getLogger(__name__)
+
+PAYMENT_INTENT_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"]
+
+# dj-stripe's stock receiver mirrors each PaymentIntent by calling Stripe back (customer,
+# PaymentIntent, payment method) inside the webhook's transaction, before ours runs: an API
+# hiccup would then block fulfilment, and a backlog would cost three calls per event.
+# PaidUp reads PaymentIntents live where it needs them, so the mirror is switched off here.
+for _name in PAYMENT_INTENT_EVENTS:
+    WEBHOOK_SIGNALS[_name].disconnect(handle_other_event, sender=Event)
 
 
 class HttpResponsePayloadTooLarge(HttpResponse):

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-scratch", action="store_true", help="ignore the saved state")
     args = parser.parse_args(argv)
 
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # "Running on" must reach a pipe now
     path = redirect_store(args.state_dir)
     if not args.from_scratch:
         resources.store.try_load_from_disk()
