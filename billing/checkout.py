@@ -48,7 +48,9 @@ def open_order(reference: str, email: str, plan: Plan) -> Order:
                 for field, value in changes.items():
                     setattr(order, field, value)
                 order.save(update_fields=[*changes, "updated_at"])
-                order.log("order:updated", f"Customer changed the order details before paying ({email}).", actor="customer")
+                order.log(
+                    "order:updated", f"Customer changed the order details before paying ({email}).", actor="customer"
+                )
     failpoint("after_order_commit")
     return order
 
@@ -178,5 +180,7 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
         with transaction.atomic():
             order = Order.objects.select_for_update().get(pk=order.pk)
             if order.state == Order.State.PENDING:
-                order.transition(Order.State.FAILED, actor="system:return", message="The payment was cancelled; nothing was charged.")
+                order.transition(
+                    Order.State.FAILED, actor="system:return", message="The payment was cancelled; nothing was charged."
+                )
     return order

@@ -18,7 +18,9 @@ def check_production_settings(app_configs=None, **kwargs) -> list[Error]:
     if not settings.STRIPE_SECRET_KEY.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
         errors.append(Error("STRIPE_SECRET_KEY must be a Stripe secret key when DEBUG is off.", id="paidup.E003"))
     if not settings.STRIPE_PUBLISHABLE_KEY.startswith(("pk_live_", "pk_test_")):
-        errors.append(Error("STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key when DEBUG is off.", id="paidup.E004"))
+        errors.append(
+            Error("STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key when DEBUG is off.", id="paidup.E004")
+        )
     if not _webhook_endpoint_configured():
         errors.append(
             Error(
@@ -32,7 +34,6 @@ def check_production_settings(app_configs=None, **kwargs) -> list[Error]:
 
 def _webhook_endpoint_configured() -> bool:
     from django.db import DatabaseError
-
     from djstripe.models import WebhookEndpoint
 
     try:

@@ -99,9 +99,7 @@ def fulfil(order: Order, *, via: str, payment_intent=None, actor: str | None = N
         if order.state != Order.State.PAID:
             raise NotFulfillable(f"{order.reference} is {order.state}, not paid")
 
-        user, _ = User.objects.get_or_create(
-            email__iexact=order.email, defaults={"email": order.email.lower()}
-        )
+        user, _ = User.objects.get_or_create(email__iexact=order.email, defaults={"email": order.email.lower()})
         starts_at = timezone.now()
         Subscription.objects.create(
             order=order,
@@ -109,9 +107,7 @@ def fulfil(order: Order, *, via: str, payment_intent=None, actor: str | None = N
             starts_at=starts_at,
             ends_at=starts_at + timedelta(days=order.plan.duration_days),
         )
-        late = order.paid_at and (
-            timezone.now() - order.paid_at > timedelta(seconds=settings.LATE_FULFILMENT_SECONDS)
-        )
+        late = order.paid_at and (timezone.now() - order.paid_at > timedelta(seconds=settings.LATE_FULFILMENT_SECONDS))
         is_recovery = via in (Order.Via.RECONCILIATION, Order.Via.SUPPORT) or bool(late)
         order.fulfilled_via = via
         order.transition(

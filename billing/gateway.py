@@ -18,9 +18,7 @@ StripeError = stripe.StripeError
 
 
 def client() -> stripe.StripeClient:
-    return _client(
-        settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, settings.STRIPE_MAX_NETWORK_RETRIES
-    )
+    return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, settings.STRIPE_MAX_NETWORK_RETRIES)
 
 
 @functools.cache
@@ -35,7 +33,6 @@ def _client(secret_key: str, api_base: str, retries: int) -> stripe.StripeClient
 @dataclass
 class Charge:
     """What checkout needs to know about a PaymentIntent after trying to confirm it."""
-
 
     payment_intent_id: str
     status: str  # a PaymentIntent status, or "declined"

@@ -22,7 +22,6 @@ LOCAL_ACCOUNT_ID = "acct_localstripe"
 LOCAL_ENDPOINT_ID = "we_localstripe"
 
 
-
 def webhook_url(endpoint: WebhookEndpoint, site_url: str | None = None) -> str:
     path = reverse("stripe_webhook", kwargs={"uuid": endpoint.djstripe_uuid})
     return (site_url or settings.SITE_URL).rstrip("/") + path

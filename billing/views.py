@@ -88,7 +88,9 @@ def _checkout_post(request, reference: str | None):
     if outcome.kind == "action":
         order_url = reverse("billing:order", args=[order.reference])
         if _wants_json(request):
-            return JsonResponse({"requires_action": True, "client_secret": outcome.client_secret, "redirect": order_url})
+            return JsonResponse(
+                {"requires_action": True, "client_secret": outcome.client_secret, "redirect": order_url}
+            )
         return redirect(order_url)
     return _go_to_order(request, outcome.order)
 

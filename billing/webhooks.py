@@ -64,9 +64,7 @@ def stripe_webhook(request, uuid):
         return HttpResponsePayloadTooLarge("body too large")
     try:
         payload = body.decode("utf-8")
-        stripe.WebhookSignature.verify_header(
-            payload, signature, endpoint.secret, endpoint.djstripe_tolerance
-        )
+        stripe.WebhookSignature.verify_header(payload, signature, endpoint.secret, endpoint.djstripe_tolerance)
     except (UnicodeDecodeError, stripe.SignatureVerificationError, ValueError):
         logger.warning("webhook refused: bad signature or stale timestamp")
         return HttpResponseBadRequest("bad signature")

@@ -7,7 +7,9 @@ from tests.factories import OrderFactory, payment_intent
 pytestmark = pytest.mark.django_db
 
 
-def test_it_fulfils_a_paid_order_once_with_one_subscription_and_one_email(django_capture_on_commit_callbacks, mailoutbox):
+def test_it_fulfils_a_paid_order_once_with_one_subscription_and_one_email(
+    django_capture_on_commit_callbacks, mailoutbox
+):
     order = OrderFactory()
     with django_capture_on_commit_callbacks(execute=True):
         first = fulfil(order, via="webhook", payment_intent=payment_intent(order))
@@ -75,6 +77,10 @@ def test_the_database_refuses_a_second_access_email():
     from django.db import IntegrityError
 
     order = OrderFactory()
-    OutboundEmail.objects.create(order=order, kind="confirmation", to=order.email, subject="s", body_text="t", body_html="h")
+    OutboundEmail.objects.create(
+        order=order, kind="confirmation", to=order.email, subject="s", body_text="t", body_html="h"
+    )
     with pytest.raises(IntegrityError):
-        OutboundEmail.objects.create(order=order, kind="recovery", to=order.email, subject="s", body_text="t", body_html="h")
+        OutboundEmail.objects.create(
+            order=order, kind="recovery", to=order.email, subject="s", body_text="t", body_html="h"
+        )

@@ -34,7 +34,14 @@ def test_it_moves_pending_to_paid_and_writes_the_timeline():
 
 @pytest.mark.parametrize(
     ("start", "target"),
-    [("paid", "pending"), ("fulfilled", "paid"), ("fulfilled", "failed"), ("failed", "paid"), ("refunded", "fulfilled"), ("pending", "fulfilled")],
+    [
+        ("paid", "pending"),
+        ("fulfilled", "paid"),
+        ("fulfilled", "failed"),
+        ("failed", "paid"),
+        ("refunded", "fulfilled"),
+        ("pending", "fulfilled"),
+    ],
 )
 def test_it_refuses_illegal_moves(start, target):
     order = OrderFactory(state=start)

@@ -25,9 +25,7 @@ class OutboundEmail(models.Model):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
-    order = models.ForeignKey(
-        "billing.Order", on_delete=models.CASCADE, related_name="emails", null=True, blank=True
-    )
+    order = models.ForeignKey("billing.Order", on_delete=models.CASCADE, related_name="emails", null=True, blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     to = models.EmailField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)

@@ -24,11 +24,7 @@ def normalize_reference(value: str) -> str:
 
 def is_valid_reference(value: str) -> bool:
     body = value.removeprefix(REFERENCE_PREFIX)
-    return (
-        value.startswith(REFERENCE_PREFIX)
-        and len(body) == 6
-        and all(c in REFERENCE_ALPHABET for c in body)
-    )
+    return value.startswith(REFERENCE_PREFIX) and len(body) == 6 and all(c in REFERENCE_ALPHABET for c in body)
 
 
 class Plan(models.Model):
@@ -136,9 +132,7 @@ class Order(models.Model):
         return f"order-{self.id}-{purpose}"
 
     def log(self, kind: str, message: str, *, actor: str, data: dict | None = None) -> "OrderEvent":
-        return OrderEvent.objects.create(
-            order=self, kind=kind, actor=actor, message=message, data=data or {}
-        )
+        return OrderEvent.objects.create(order=self, kind=kind, actor=actor, message=message, data=data or {})
 
     def transition(self, new_state: str, *, actor: str, message: str = "", data=None) -> None:
         """The one way to change state: checks the map, stamps the time, writes the timeline.
