@@ -72,12 +72,26 @@ def stripe_webhook(request, uuid):
         event = json.loads(payload)
     except ValueError:
         return HttpResponseBadRequest("malformed JSON")
-    if not isinstance(event, dict) or "id" not in event or "type" not in event:
+    if not _is_event(event):
         return HttpResponseBadRequest("not a Stripe event")
     trigger = WebhookEventTrigger.from_request(request, webhook_endpoint=endpoint)
     if not trigger.valid:
         return HttpResponseBadRequest("not valid")
     return HttpResponse(str(trigger.id))
+
+
+def _is_event(event) -> bool:
+    """The shape dj-stripe needs. Anything less would be stored as a trigger, then refused
+    or failed (500, retried by Stripe forever): refuse it here, before anything is stored."""
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and event.get("object") == "event"
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("livemode"), bool)
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
+    )
 
 
 @djstripe_receiver("payment_intent.succeeded")
