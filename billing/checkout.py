@@ -156,7 +156,7 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
     if order.is_settled or not order.stripe_payment_intent_id:
         return order
     if order.state == Order.State.PAID:
-        return fulfil(order, via=Order.Via.RETURN).order
+        return _fulfil_or_leave(order)
     now = timezone.now()
     claimed = (
         Order.objects.filter(pk=order.pk, state=Order.State.PENDING)
@@ -172,7 +172,7 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
         return order
     status = payment_intent["status"]
     if status == "succeeded":
-        return fulfil(order, via=Order.Via.RETURN, payment_intent=payment_intent).order
+        return _fulfil_or_leave(order, payment_intent=payment_intent)
     if status != order.stripe_payment_status:
         Order.objects.filter(pk=order.pk).update(stripe_payment_status=status)
         order.stripe_payment_status = status
@@ -184,3 +184,13 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
                     Order.State.FAILED, actor="system:return", message="The payment was cancelled; nothing was charged."
                 )
     return order
+
+
+def _fulfil_or_leave(order: Order, *, payment_intent=None) -> Order:
+    """Fulfil from the order page; if that fails, show the order as it stands ("payment
+    received, setting up") instead of an error page. Reconciliation retries it."""
+    try:
+        return fulfil(order, via=Order.Via.RETURN, payment_intent=payment_intent).order
+    except Exception:
+        logger.exception("order %s: fulfilment from the order page failed; reconciliation will retry", order.reference)
+        return Order.objects.select_related("plan").get(pk=order.pk)
