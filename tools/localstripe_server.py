@@ -62,12 +62,10 @@ def redirect_store(state_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Run localstripe with its state in --state-dir.")
     parser.add_argument("--host", default=os.environ.get("LOCALSTRIPE_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("LOCALSTRIPE_PORT", "8420")))
-    parser.add_argument(
-        "--state-dir", type=Path, default=Path(os.environ.get("LOCALSTRIPE_STATE_DIR", ".localstripe"))
-    )
+    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("LOCALSTRIPE_STATE_DIR", ".localstripe")))
     parser.add_argument("--from-scratch", action="store_true", help="ignore the saved state")
     args = parser.parse_args(argv)
 
