@@ -3,30 +3,16 @@
 import html
 
 import pytest
-from django.http import HttpResponse
-from django.test import Client, RequestFactory
+from django.test import Client
 
-from billing import refcookie
 from billing.fulfilment import fulfil
 from billing.models import Order, Subscription
 from tests.factories import OrderFactory, payment_intent
+from tests.fixtures.services import CARD, cookie_reference, give_cookie
 
 pytestmark = pytest.mark.django_db
 
-CARD = "pm_1Card4242visa"
 JSON = {"HTTP_ACCEPT": "application/json"}
-
-
-def cookie_reference(client) -> str:
-    request = RequestFactory().get("/")
-    request.COOKIES = {refcookie.COOKIE: client.cookies[refcookie.COOKIE].value}
-    return refcookie.read(request)
-
-
-def give_cookie(client, reference: str) -> None:
-    response = HttpResponse()
-    refcookie.store(response, reference)
-    client.cookies[refcookie.COOKIE] = response.cookies[refcookie.COOKIE].value
 
 
 @pytest.fixture
