@@ -18,6 +18,7 @@ from django_q.tasks import async_task
 
 from .failpoints import failpoint
 from .models import Order, OutboundEmail
+from .models.orders import format_money
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def queue_order_email(order: Order, kind: str, *, user=None) -> OutboundEmail | 
     database, and a second access email (confirmation or recovery) too; both return None."""
     from accounts.signin import signin_url
 
-    context = {"order": order, "plan": order.plan}
+    context = {"order": order, "plan": order.plan, "refunded": format_money(order.refunded_cents, order.currency)}
     if user is not None:
         context["signin_url"] = signin_url(user)
         context["subscription"] = getattr(order, "subscription", None)

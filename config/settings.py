@@ -131,6 +131,24 @@ STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", 2)
 LATE_FULFILMENT_SECONDS = env.int("LATE_FULFILMENT_SECONDS", 300)
 SIGNIN_LINK_MAX_AGE = env.int("SIGNIN_LINK_MAX_AGE", 3 * 24 * 3600)
 
+# --- Reconciliation (billing/reconciliation.py) ---------------------------------------
+RECONCILE_INTERVAL_MINUTES = env.int("RECONCILE_INTERVAL_MINUTES", 1)
+# A paid or pending order younger than this is left to the webhook and the return page.
+RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60)
+# A pending checkout older than this is closed (its unfinished PaymentIntent cancelled).
+RECONCILE_ABANDON_AFTER_SECONDS = env.int("RECONCILE_ABANDON_AFTER_SECONDS", 24 * 3600)
+# The Stripe scan re-reads this much before the last cursor, for events that arrive late.
+RECONCILE_SCAN_OVERLAP_SECONDS = env.int("RECONCILE_SCAN_OVERLAP_SECONDS", 600)
+# With no cursor yet (first run), scan this far back.
+RECONCILE_FIRST_SCAN_SECONDS = env.int("RECONCILE_FIRST_SCAN_SECONDS", 3 * 24 * 3600)
+# Stripe requests one run may make, and their pace (Stripe allows 100/s live, 25/s test).
+RECONCILE_STRIPE_BUDGET = env.int("RECONCILE_STRIPE_BUDGET", 1000)
+RECONCILE_STRIPE_PER_SECOND = env.float("RECONCILE_STRIPE_PER_SECOND", 20.0)
+# An open support alert gets one follow-up email after this many hours.
+ALERT_FOLLOWUP_HOURS = env.float("ALERT_FOLLOWUP_HOURS", 4)
+# Health: unhealthy when a paid order has waited longer than this for fulfilment.
+HEALTH_MAX_STUCK_SECONDS = env.int("HEALTH_MAX_STUCK_SECONDS", 15 * 60)
+
 # --- Email ----------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "PaidUp <hello@paidup.example>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL

@@ -3,9 +3,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from billing import views as billing_views
+from billing.health_views import healthz
 
 urlpatterns = [
     path("", billing_views.home, name="home"),
+    path("healthz", healthz, name="healthz"),
     path("", include("billing.urls")),
     path("account/", include("accounts.urls")),
     path("admin/", admin.site.urls),

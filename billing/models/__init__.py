@@ -1,5 +1,16 @@
 from .emails import OutboundEmail
 from .orders import IllegalTransition, Order, OrderEvent, Plan
-from .subscriptions import Subscription
+from .reconciliation import Lease, ReconciliationRun
+from .subscriptions import Refund, Subscription
 
-__all__ = ["IllegalTransition", "Order", "OrderEvent", "OutboundEmail", "Plan", "Subscription"]
+__all__ = [
+    "IllegalTransition",
+    "Lease",
+    "Order",
+    "OrderEvent",
+    "OutboundEmail",
+    "Plan",
+    "ReconciliationRun",
+    "Refund",
+    "Subscription",
+]

@@ -15,6 +15,7 @@ class OutboundEmail(models.Model):
         RECOVERY = "recovery", "Recovery"
         REFUND = "refund", "Refund"
         SIGNIN = "signin", "Sign-in link"
+        ALERT = "alert", "Support alert"
 
     ACCESS_KINDS = (Kind.CONFIRMATION, Kind.RECOVERY)
 

@@ -85,7 +85,8 @@ class Order(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     reference = models.CharField(max_length=12, unique=True, default=new_reference)
-    email = models.EmailField()
+    # Blank only for a payment found in Stripe with no email anywhere (needs a human).
+    email = models.EmailField(blank=True)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="orders")
     amount_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
@@ -97,6 +98,12 @@ class Order(models.Model):
     stripe_payment_status = models.CharField(max_length=40, blank=True)
     payment_attempts = models.PositiveSmallIntegerField(default=0)
     fulfilled_via = models.CharField(max_length=16, choices=Via.choices, blank=True)
+    refunded_cents = models.PositiveIntegerField(default=0)
+    # Created by reconciliation from a Stripe payment that had no order here.
+    retroactive = models.BooleanField(default=False)
+    # Set when a machine cannot finish the job and a person must decide; see support alerts.
+    needs_attention = models.BooleanField(default=False, db_index=True)
+    attention_reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -127,6 +134,12 @@ class Order(models.Model):
     @property
     def was_charged(self) -> bool:
         return self.state in {self.State.PAID, self.State.FULFILLED, self.State.REFUNDED}
+
+    def flag_attention(self, reason: str, *, actor: str) -> None:
+        """Mark the order for a person; the timeline says why."""
+        Order.objects.filter(pk=self.pk).update(needs_attention=True, attention_reason=reason[:255])
+        self.needs_attention, self.attention_reason = True, reason[:255]
+        self.log("needs_attention", reason, actor=actor)
 
     def idempotency_key(self, purpose: str) -> str:
         return f"order-{self.id}-{purpose}"

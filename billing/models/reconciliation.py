@@ -1,0 +1,37 @@
+from django.db import models
+from django.utils import timezone
+
+
+class ReconciliationRun(models.Model):
+    """One reconciliation run: the heartbeat that health checks read."""
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    dry_run = models.BooleanField(default=False)
+    counts = models.JSONField(default=dict, blank=True)
+    errors = models.TextField(blank=True)
+    # Unix time of the newest Stripe event this run saw; the next scan starts there (minus overlap).
+    cursor = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"run {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S} ({'ok' if self.ok else 'not ok'})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
+
+
+class Lease(models.Model):
+    """A named lease: a lock that works on any database and expires if its holder dies."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'}"
