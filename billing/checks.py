@@ -1,7 +1,14 @@
 """Refuse to start in production on unsafe defaults (DEBUG off)."""
 
+import re
+
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+
+# The shape Stripe's keys have (and dj-stripe accepts): a placeholder such as "sk_live_TODO"
+# would pass a prefix test and fail at the first payment.
+SECRET_KEY_RE = re.compile(r"^(sk|rk)_(live|test)_[A-Za-z0-9]{24,}$")
+PUBLISHABLE_KEY_RE = re.compile(r"^pk_(live|test)_[A-Za-z0-9]{24,}$")
 
 
 @register(Tags.security, deploy=False)
@@ -15,9 +22,9 @@ def check_production_settings(app_configs=None, **kwargs) -> list[Error]:
         errors.append(Error("SECRET_KEY must be set to a long random value when DEBUG is off.", id="paidup.E001"))
     if not settings.ALLOWED_HOSTS:
         errors.append(Error("ALLOWED_HOSTS must list this site's host names when DEBUG is off.", id="paidup.E002"))
-    if not settings.STRIPE_SECRET_KEY.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
+    if not SECRET_KEY_RE.match(settings.STRIPE_SECRET_KEY):
         errors.append(Error("STRIPE_SECRET_KEY must be a Stripe secret key when DEBUG is off.", id="paidup.E003"))
-    if not settings.STRIPE_PUBLISHABLE_KEY.startswith(("pk_live_", "pk_test_")):
+    if not PUBLISHABLE_KEY_RE.match(settings.STRIPE_PUBLISHABLE_KEY):
         errors.append(
             Error("STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key when DEBUG is off.", id="paidup.E004")
         )
