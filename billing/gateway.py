@@ -222,3 +222,20 @@ def refund_pages(since: int) -> Iterator[list]:
         if not page.has_more or not page.data:
             return
         params = {**params, "starting_after": page.data[-1].id}
+
+
+def create_refund(payment_intent_id: str, amount_cents: int, *, idempotency_key: str, metadata: dict) -> stripe.Refund:
+    """Refund part or all of a payment. The key makes a retried request refund once."""
+    return call(
+        client().v1.refunds.create,
+        {"payment_intent": payment_intent_id, "amount": amount_cents, "metadata": metadata},
+        {"idempotency_key": idempotency_key},
+    )
+
+
+def retrieve_charge(charge_id: str) -> stripe.Charge:
+    return call(client().v1.charges.retrieve, charge_id)
+
+
+def customers_with_email(email: str) -> list:
+    return list(call(client().v1.customers.list, {"email": email, "limit": 10}).data)

@@ -27,3 +27,44 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()}: {self.order or 'system'}"
+
+
+class SupportCase(models.Model):
+    """A customer's "charged but no access" that the machine could not settle alone."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    email = models.EmailField(db_index=True)
+    order = models.ForeignKey("billing.Order", on_delete=models.SET_NULL, null=True, blank=True, related_name="cases")
+    card_last4 = models.CharField(max_length=4, blank=True)
+    paid_on = models.DateField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    diagnosis = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"case {self.pk} from {self.email} ({self.status})"
+
+
+class RefundRequest(models.Model):
+    """One refund as a support person asked for it: its token is the Stripe idempotency key,
+    so a double submit or a retry can never refund twice."""
+
+    token = models.UUIDField(unique=True)
+    order = models.ForeignKey("billing.Order", on_delete=models.PROTECT, related_name="refund_requests")
+    amount_cents = models.PositiveIntegerField()
+    reason = models.TextField()
+    requested_by = models.CharField(max_length=100)
+    stripe_refund_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"refund request {self.token} ({self.amount_cents})"

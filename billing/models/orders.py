@@ -2,6 +2,7 @@ import secrets
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -104,6 +105,11 @@ class Order(models.Model):
     # Set when a machine cannot finish the job and a person must decide; see support alerts.
     needs_attention = models.BooleanField(default=False, db_index=True)
     attention_reason = models.CharField(max_length=255, blank=True)
+    # "I'm on it": a support person holds the case for a while, visible to the other one.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -117,6 +123,13 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"]),
             models.Index(fields=["email"]),
+        ]
+        permissions = [
+            ("fulfil_order", "Can fulfil an order from the support console"),
+            ("resend_access", "Can resend the access email"),
+            ("extend_subscription", "Can extend a subscription (goodwill)"),
+            ("attach_payment", "Can attach a bare Stripe payment to a new order"),
+            ("refund_order", "Can refund an order"),
         ]
 
     def __str__(self) -> str:
