@@ -65,7 +65,8 @@ def diagnose(order: Order, stripe_status: str | None = None) -> Diagnosis:
     ):
         return Diagnosis(
             "email_not_delivered",
-            f"Fulfilled, but the access email was not delivered ({access_email.get_status_display().lower()}: {access_email.last_error[:120]}).",
+            f"Fulfilled, but the access email was not delivered "
+            f"({access_email.get_status_display().lower()}: {access_email.last_error[:120]}).",
             "Resend access email.",
         )
     if others:
