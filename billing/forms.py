@@ -5,6 +5,7 @@ from django import forms
 from .models import Plan
 
 PAYMENT_METHOD_RE = re.compile(r"^(pm|tok)_[A-Za-z0-9]{6,200}$")
+UNREADABLE_CARD = "We couldn't read your card details. Please enter them again. You have not been charged."
 
 
 class CheckoutForm(forms.Form):
@@ -17,16 +18,14 @@ class CheckoutForm(forms.Form):
     )
     payment_method = forms.CharField(
         max_length=255,
-        error_messages={"required": "Please enter your card details."},
+        error_messages={"required": "Please enter your card details.", "max_length": UNREADABLE_CARD},
     )
     plan = forms.SlugField(required=False)
 
     def clean_payment_method(self) -> str:
         value = self.cleaned_data["payment_method"].strip()
         if not PAYMENT_METHOD_RE.match(value):
-            raise forms.ValidationError(
-                "We couldn't read your card details. Please enter them again. You have not been charged."
-            )
+            raise forms.ValidationError(UNREADABLE_CARD)
         return value
 
     def clean_plan(self) -> Plan:

@@ -1,9 +1,8 @@
 """GET/POST /checkout/ and /orders/<ref>/, with Stripe faked at billing.gateway."""
 
-import html
-
 import pytest
 from django.test import Client
+from django.utils.html import escape
 
 from billing.fulfilment import fulfil
 from billing.models import Order, Subscription
@@ -13,6 +12,13 @@ from tests.fixtures.services import CARD, cookie_reference, give_cookie
 pytestmark = pytest.mark.django_db
 
 JSON = {"HTTP_ACCEPT": "application/json"}
+
+
+def shown_error(response) -> str:
+    """The message the checkout page shows, after checking that it is really on the page."""
+    message = response.context["message"]
+    assert message and escape(message) in response.content.decode()
+    return message
 
 
 @pytest.fixture
@@ -57,10 +63,9 @@ def test_a_decline_says_nothing_was_charged_and_a_retry_on_the_same_reference_wo
     reference = cookie_reference(client)
     fake_stripe.next_status = "declined"
     response = pay(email="grace@example.com")
-    page = response.content.decode()
     assert response.status_code == 402
-    assert "Your card was declined." in page and "not been charged" in page
-    assert 'value="grace@example.com"' in page
+    assert "Your card was declined." in shown_error(response) and "not been charged" in shown_error(response)
+    assert 'value="grace@example.com"' in response.content.decode()
     assert Order.objects.get(reference=reference).state == "pending"
 
     fake_stripe.next_status = "succeeded"
@@ -123,7 +128,7 @@ def test_bad_input_is_refused_before_any_charge(case, pay, fake_stripe):
     data, words = BAD_INPUT[case]
     response = pay(**data)
     assert response.status_code == 400
-    assert words in html.unescape(response.content.decode())
+    assert words in shown_error(response)
     assert "<script>alert" not in response.content.decode()
     assert not fake_stripe.created and not Order.objects.exists()
 
@@ -135,7 +140,7 @@ def test_a_post_without_a_reference_is_refused_before_any_charge(plan, fake_stri
         data["checkout_ref"] = checkout_ref
     response = Client().post("/checkout/", data)
     assert response.status_code == 400
-    assert "not been charged" in response.content.decode()
+    assert "not been charged" in shown_error(response)
     assert not fake_stripe.created and not Order.objects.exists()
 
 
