@@ -119,7 +119,8 @@ def test_two_checkout_posts_at_once_make_one_payment_intent(plan, fake_stripe, m
 def test_ci_cannot_pass_by_skipping_the_race_tests_on_sqlite():
     """With REQUIRE_POSTGRES=1 on SQLite the race tests fail; without it they are skipped."""
     root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REQUIRE_POSTGRES")}
+    env = {k: v for k, v in os.environ.items() if k != "REQUIRE_POSTGRES"}
+    env["DATABASE_URL"] = "sqlite:///:memory:"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-k", "eight_workers", __file__]
 
     skipped = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
