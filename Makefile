@@ -34,7 +34,8 @@ run: install
 	@echo "  Fake Stripe:  http://127.0.0.1:$(LOCALSTRIPE_PORT)/ (localstripe; state in var/localstripe)"
 	@echo "  Ctrl-C stops everything."
 	@echo ""
-	PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) $(BIN)/honcho -f Procfile.dev -e dev.env start
+	WEB_PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) SITE_URL=http://127.0.0.1:$(PORT) \
+		STRIPE_API_BASE=http://127.0.0.1:$(LOCALSTRIPE_PORT) $(BIN)/honcho -f Procfile.dev -e dev.env start
 
 test: install chromium
 	$(BIN)/pytest
