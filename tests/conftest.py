@@ -3,7 +3,13 @@ import pytest
 from tests.factories import PlanFactory
 
 # Fixture modules, one per concern, so parallel work does not collide in this file.
-pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.localstripe", "tests.fixtures.services"]
+pytest_plugins = [
+    "tests.fixtures.gateway",
+    "tests.fixtures.localstripe",
+    "tests.fixtures.services",
+    "tests.fixtures.browser",
+    "tests.fixtures.crash",
+]
 
 
 @pytest.fixture(autouse=True)
