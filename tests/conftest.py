@@ -8,7 +8,6 @@ pytest_plugins = [
     "tests.fixtures.localstripe",
     "tests.fixtures.services",
     "tests.fixtures.browser",
-    "tests.fixtures.crash",
 ]
 
 
