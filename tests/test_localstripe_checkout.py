@@ -78,7 +78,9 @@ def test_a_declined_card_charges_nothing_and_a_retry_in_the_same_checkout_pays_o
     assert "declined" in declined.json()["error"]
     assert "not been charged" in words(declined.json()["error"])
     order = order_for(declined)
-    assert (order.state, order.stripe_payment_status) == (Order.State.PENDING, "declined")
+    assert order.state == Order.State.PENDING
+    # "declined" from the checkout; the payment_failed webhook may already have said more.
+    assert order.stripe_payment_status in ("declined", "requires_payment_method")
     trigger = stripe_site.wait_for_webhook(order.stripe_payment_intent_id, "payment_intent.payment_failed")
     assert trigger.processed
     order.refresh_from_db()
@@ -191,8 +193,7 @@ def test_the_webhook_fulfils_an_order_whose_checkout_crashed_after_the_charge(st
     assert response.status_code == 500
     assert order.reference in response.text
     assert "payment may have gone through" in words(response.text)
-    assert order.stripe_payment_status == "succeeded"  # charged, not yet fulfilled
-    assert order.state == Order.State.PENDING
+    assert order.stripe_payment_status == "succeeded"  # charged; fulfilled only by the webhook (below)
 
     stripe_site.wait_for(
         lambda: Order.objects.filter(pk=order.pk, state=Order.State.FULFILLED).exists(),
@@ -201,6 +202,7 @@ def test_the_webhook_fulfils_an_order_whose_checkout_crashed_after_the_charge(st
     settings.FAILPOINTS = ""
     order.refresh_from_db()
     assert order.fulfilled_via == Order.Via.WEBHOOK
+    assert_fulfilled_once(stripe_site, order)  # waits for the email, the timeline's last entry
     before = timeline(order)
 
     # The customer follows the link on the error page, after the webhook.
