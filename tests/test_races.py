@@ -22,6 +22,7 @@ from tests.factories import OrderFactory, payment_intent
 from tests.fixtures.services import CARD, give_cookie, post_event, signed_event
 
 ROUNDS = 5
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def race(test):
@@ -118,15 +119,15 @@ def test_two_checkout_posts_at_once_make_one_payment_intent(plan, fake_stripe, m
 
 def test_ci_cannot_pass_by_skipping_the_race_tests_on_sqlite():
     """With REQUIRE_POSTGRES=1 on SQLite the race tests fail; without it they are skipped."""
-    root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if k != "REQUIRE_POSTGRES"}
     env["DATABASE_URL"] = "sqlite:///:memory:"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-k", "eight_workers", __file__]
+    runs = [
+        subprocess.Popen(command, cwd=ROOT, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for run_env in (env, {**env, "REQUIRE_POSTGRES": "1"})
+    ]
+    (skipped, _), (required, _) = [run.communicate(timeout=120) for run in runs]
 
-    skipped = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    required = subprocess.run(
-        command, cwd=root, env={**env, "REQUIRE_POSTGRES": "1"}, capture_output=True, text=True, timeout=120
-    )
-    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
-    assert required.returncode == 1 and "1 error" in required.stdout, required.stdout
-    assert "the race tests must run on PostgreSQL" in required.stdout
+    assert runs[0].returncode == 0 and "1 skipped" in skipped, skipped
+    assert runs[1].returncode == 1 and "1 error" in required, required
+    assert "the race tests must run on PostgreSQL" in required
