@@ -80,6 +80,15 @@ def test_it_records_a_failed_attempt_on_a_pending_order_without_failing_it(order
     assert "Card declined." in order.events.get(kind="payment:failed").message
 
 
+def test_a_late_failure_of_an_earlier_attempt_does_not_touch_the_current_one(order, deliver):
+    first_attempt = payment_intent(order, pi_id="pi_attempt1", status="requires_payment_method")
+    assert deliver(*signed_event("payment_intent.payment_failed", first_attempt)).status_code == 200
+    order.refresh_from_db()
+    assert order.stripe_payment_intent_id == "pi_webhook1"
+    assert order.stripe_payment_status == "requires_confirmation"
+    assert order.events.get(kind="payment:failed").data["applied"] is False
+
+
 def test_it_fails_a_pending_order_whose_payment_was_canceled(order, deliver):
     assert (
         deliver(*signed_event("payment_intent.canceled", payment_intent(order, status="canceled"))).status_code == 200
