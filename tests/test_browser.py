@@ -17,7 +17,8 @@ from billing.models import Order, OutboundEmail
 from tests.factories import OrderFactory, PlanFactory
 from tests.fixtures.browser import MOBILE, shoot, shoot_mobile
 
-pytestmark = [pytest.mark.browser, pytest.mark.localstripe]
+# "browser" first: a missing Chromium fails the test before minutes of database setup.
+pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
 
 CARD_OK = "4242424242424242"
 CARD_3DS = "4000002500003155"
