@@ -40,7 +40,9 @@ def diagnose(order: Order, stripe_status: str | None = None) -> Diagnosis:
             f"Paid {timesince(order.paid_at)} ago but not fulfilled: the customer has no access.",
             "Fulfil (it checks with Stripe first).",
         )
-    if order.state == Order.State.PENDING and stripe_status == "succeeded":
+    # Our own record of the charge counts too: with Stripe unreachable (stripe_status None), a
+    # pending order whose confirm came back "succeeded" was charged, not "not charged".
+    if order.state == Order.State.PENDING and "succeeded" in (stripe_status, order.stripe_payment_status):
         return Diagnosis(
             "missed_webhook",
             "Pending here, but Stripe says the payment succeeded: the webhook and the return page were both missed.",
