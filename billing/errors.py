@@ -7,7 +7,7 @@ it says that the payment may have gone through, that nothing is lost, and what h
 import logging
 
 from django.conf import settings
-from django.http import HttpResponseNotFound, HttpResponseServerError
+from django.http import HttpResponseForbidden, HttpResponseNotFound, HttpResponseServerError
 from django.template import loader
 
 from . import refcookie
@@ -46,3 +46,22 @@ def page_not_found(request, exception=None):
         logger.exception("the 404 page failed")
         html = "<h1>Page not found</h1>"
     return HttpResponseNotFound(html)
+
+
+def csrf_failure(request, reason: str = ""):
+    """A refused form, usually because the browser blocks cookies. Nothing was charged: the
+    request was stopped before any payment."""
+    message = (
+        "Your browser did not send the security cookie this page needs, so we stopped before any payment. "
+        "You have not been charged. Please allow cookies for this site, reload the page and try again."
+    )
+    if "application/json" in request.headers.get("Accept", ""):
+        from django.http import JsonResponse
+
+        return JsonResponse({"error": message}, status=403)
+    try:
+        html = loader.get_template("403_csrf.html").render({**_context(request), "message": message}, request)
+    except Exception:
+        logger.exception("the CSRF failure page failed")
+        html = f"<p>{message}</p>"
+    return HttpResponseForbidden(html)

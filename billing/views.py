@@ -25,7 +25,10 @@ def _resumable(order: Order | None) -> bool:
         return False
     if order.state == Order.State.PAID:
         return True
-    return order.state == Order.State.PENDING and order.stripe_payment_status not in checkout.RETRYABLE
+    # A bank check (3-D Secure) left unfinished can be finished from the checkout page: paying
+    # again brings back the same check for the same PaymentIntent, never a second charge.
+    unfinished = checkout.RETRYABLE | {"requires_action"}
+    return order.state == Order.State.PENDING and order.stripe_payment_status not in unfinished
 
 
 @require_http_methods(["GET", "POST"])
@@ -42,10 +45,18 @@ def checkout_view(request):
         reference = None  # that checkout is over; this is a new one
     reference = reference or new_reference()
     initial = {"email": order.email} if order is not None and order.state == Order.State.PENDING else {}
-    return _render_checkout(request, reference, CheckoutForm(initial=initial))
+    notice = ""
+    if order is not None and order.stripe_payment_status == "requires_action":
+        notice = (
+            "Your bank's security check for this order was not finished, and you have not been charged. "
+            "Enter your card and press Pay: your bank will ask again, and you will be charged only once."
+        )
+    return _render_checkout(request, reference, CheckoutForm(initial=initial), notice=notice)
 
 
-def _render_checkout(request, reference: str, form: CheckoutForm, *, status: int = 200, message: str = ""):
+def _render_checkout(
+    request, reference: str, form: CheckoutForm, *, status: int = 200, message: str = "", notice: str = ""
+):
     plan = Plan.objects.filter(active=True).order_by("id").first()
     response = render(
         request,
@@ -56,6 +67,7 @@ def _render_checkout(request, reference: str, form: CheckoutForm, *, status: int
             "reference": reference,
             "signed_reference": refcookie.sign(reference),
             "message": message,
+            "notice": notice,
             "stripe_js_url": settings.STRIPE_JS_URL,
             "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
             "card_mode": "token" if settings.STRIPE_API_BASE else "payment_method",

@@ -20,6 +20,7 @@ SECRET_KEY = env.str("SECRET_KEY", DEV_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 SITE_URL = env.str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 CSRF_TRUSTED_ORIGINS = [SITE_URL]
+CSRF_FAILURE_VIEW = "billing.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "accounts",
@@ -148,6 +149,13 @@ RECONCILE_STRIPE_PER_SECOND = env.float("RECONCILE_STRIPE_PER_SECOND", 20.0)
 ALERT_FOLLOWUP_HOURS = env.float("ALERT_FOLLOWUP_HOURS", 4)
 # Health: unhealthy when a paid order has waited longer than this for fulfilment.
 HEALTH_MAX_STUCK_SECONDS = env.int("HEALTH_MAX_STUCK_SECONDS", 15 * 60)
+
+# --- Support (support/selfservice.py) -----------------------------------------------
+# What the "charged but no access?" page and the case email promise: a person replies within this.
+SUPPORT_REPLY_HOURS = env.int("SUPPORT_REPLY_HOURS", 24)
+# Reverse proxies in front of the site that append to X-Forwarded-For (0: none, use the
+# connection's address). Rate limits per client address read the address this many from the end.
+NUM_PROXIES = env.int("NUM_PROXIES", 0)
 
 # --- Email ----------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "PaidUp <hello@paidup.example>")

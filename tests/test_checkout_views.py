@@ -153,7 +153,7 @@ def test_the_page_field_carries_the_reference_when_cookies_are_blocked(client, p
     assert Order.objects.get(reference=page["reference"]).state == "fulfilled"
 
 
-@pytest.mark.parametrize(("state", "stripe_status"), [("paid", "succeeded"), ("pending", "requires_action")])
+@pytest.mark.parametrize(("state", "stripe_status"), [("paid", "succeeded"), ("pending", "processing")])
 def test_a_returning_customer_with_a_charge_under_way_sees_the_order_not_a_new_payment(
     client, plan, state, stripe_status
 ):
@@ -242,3 +242,31 @@ def test_the_order_page_tells_the_right_story(view, client, plan, fake_stripe, s
     for word in words:
         assert word in page
     assert order.reference in page
+
+
+def test_a_checkout_left_at_the_bank_check_can_be_finished_from_checkout(client, plan, fake_stripe):
+    fake_stripe.next_status = "requires_action"
+    client.get("/checkout/")
+    first = client.post(
+        "/checkout/", {"email": "ada@example.com", "payment_method": "pm_card4242"}, HTTP_ACCEPT="application/json"
+    )
+    assert first.json()["requires_action"]
+    page = client.get("/checkout/")
+    assert page.status_code == 200
+    assert "security check for this order was not finished" in page.content.decode()
+    again = client.post(
+        "/checkout/", {"email": "ada@example.com", "payment_method": "pm_card4242"}, HTTP_ACCEPT="application/json"
+    )
+    assert again.json()["client_secret"] == first.json()["client_secret"]
+    assert len(fake_stripe.created) == 1  # the same PaymentIntent, never a second one
+
+
+def test_a_refused_csrf_token_says_nothing_was_charged(plan):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/checkout/", {"email": "ada@example.com", "payment_method": "pm_card4242"})
+    assert response.status_code == 403
+    assert "You have not been charged" in response.content.decode()
+    json_response = client.post("/checkout/", {"email": "a@b.c"}, HTTP_ACCEPT="application/json")
+    assert "not been charged" in json_response.json()["error"]
