@@ -248,3 +248,10 @@ def retrieve_charge(charge_id: str) -> stripe.Charge:
 
 def customers_with_email(email: str) -> list:
     return list(call(client().v1.customers.list, {"email": email, "limit": 10}).data)
+
+
+def customer_payment_intents(customer_id: str) -> list:
+    """The customer's most recent PaymentIntents (up to 100). localstripe cannot filter
+    PaymentIntents by customer and answers 400 (InvalidRequestError): callers fall back to
+    succeeded_payment_pages()."""
+    return list(call(client().v1.payment_intents.list, {"customer": customer_id, "limit": 100}).data)

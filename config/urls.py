@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("billing.urls")),
     path("account/", include("accounts.urls")),
+    path("help/", include("support.urls")),
     path("admin/", admin.site.urls),
     path("stripe/", include("billing.webhook_urls")),
 ]

@@ -31,6 +31,8 @@ WHAT_TO_DO = {
     "then run `manage.py reconcile` by hand.",
     Alert.Reason.WEBHOOK_FAILED: "A Stripe event keeps failing: read its traceback in the admin "
     "(dj-stripe → Webhook event triggers).",
+    Alert.Reason.CUSTOMER_CASE: "Read the case's diagnosis and reply to the customer within SUPPORT_REPLY_HOURS "
+    "(the page and the email promised it): fulfil, attach the payment or refund, then resolve the case.",
 }
 
 

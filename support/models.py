@@ -13,6 +13,7 @@ class Alert(models.Model):
         PAID_AFTER_FAILED = "paid_after_failed", "Paid after the order had failed"
         STALE_HEARTBEAT = "stale_heartbeat", "Reconciliation has stopped running"
         WEBHOOK_FAILED = "webhook_failed", "Webhook event keeps failing"
+        CUSTOMER_CASE = "customer_case", "Customer says: charged, no access"
 
     key = models.CharField(max_length=200, unique=True)
     reason = models.CharField(max_length=30, choices=Reason.choices)
@@ -68,3 +69,16 @@ class RefundRequest(models.Model):
 
     def __str__(self) -> str:
         return f"refund request {self.token} ({self.amount_cents})"
+
+
+class RateLimit(models.Model):
+    """Hits per key and fixed time window, counted in the database so that every web process
+    shares one count. The key holds a keyed hash of the client address or email, never the
+    value itself; rows outlive their window by nothing and are swept (support/selfservice.py)."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    hits = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.hits}"

@@ -16,6 +16,7 @@ class OutboundEmail(models.Model):
         REFUND = "refund", "Refund"
         SIGNIN = "signin", "Sign-in link"
         ALERT = "alert", "Support alert"
+        CASE_OPENED = "case_opened", "Support case opened"
 
     ACCESS_KINDS = (Kind.CONFIRMATION, Kind.RECOVERY)
 
