@@ -86,6 +86,9 @@ def refund(order: Order, user, *, amount_cents: int, reason: str, token: uuid.UU
         raise ActionRefused("The refund amount must be more than zero.")
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order.pk)
+        # Before the state checks: a double submit of a full refund finds the order refunded.
+        if RefundRequest.objects.filter(token=token).exists():
+            return Done("This refund was already made (the form was submitted twice); nothing more done.", order)
         if order.state not in (Order.State.PAID, Order.State.FULFILLED) or not order.stripe_payment_intent_id:
             raise ActionRefused(f"{order.reference} is {order.state}: there is no payment to refund.")
         refundable = order.amount_cents - order.refunded_cents
