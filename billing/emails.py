@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -85,14 +85,18 @@ def backoff(attempts: int) -> timedelta:
 
 
 def claim(email_id: int) -> bool:
-    """Move the row to "sending" if nobody else has; exactly one worker wins."""
+    """Move the row to "sending" if nobody else has; exactly one worker wins.
+
+    The attempt is counted here, before sending, so that a send that kills its worker every
+    time still runs out of attempts instead of being retried forever.
+    """
     now = timezone.now()
     claimable = Q(status__in=[OutboundEmail.Status.QUEUED, OutboundEmail.Status.RETRY]) | Q(
         status=OutboundEmail.Status.SENDING, next_attempt_at__lt=now - STALE_SENDING
     )
     return (
         OutboundEmail.objects.filter(claimable, pk=email_id, next_attempt_at__lte=now).update(
-            status=OutboundEmail.Status.SENDING, next_attempt_at=now
+            status=OutboundEmail.Status.SENDING, next_attempt_at=now, attempts=F("attempts") + 1
         )
         == 1
     )
@@ -103,7 +107,8 @@ def send_outbound_email(email_id: int) -> str:
     if not claim(email_id):
         return "not claimable (already sent, being sent, or not due)"
     email = OutboundEmail.objects.select_related("order").get(pk=email_id)
-    email.attempts += 1
+    if email.attempts > settings.EMAIL_MAX_ATTEMPTS:  # earlier attempts died mid-send
+        return _give_up(email, "the worker died while sending, every attempt")
     message = EmailMultiAlternatives(
         subject=email.subject,
         body=email.body_text,
@@ -142,6 +147,15 @@ def send_outbound_email(email_id: int) -> str:
     if email.order_id:
         email.order.log("email:sent", f"{email.get_kind_display()} email sent to {email.to}.", actor="system:email")
     return "sent"
+
+
+def _give_up(email: OutboundEmail, error: str) -> str:
+    email.status = OutboundEmail.Status.FAILED
+    email.last_error = error
+    email.save(update_fields=["status", "last_error"])
+    if email.order_id:
+        email.order.log("email:failed", f"Gave up on the {email.kind} email: {error}.", actor="system:email")
+    return "failed"
 
 
 def send_due_emails() -> int:

@@ -69,6 +69,14 @@ def watch_heartbeat(data: dict) -> None:
     if data.get("database") != "ok":
         return
     stale = any("reconciliation" in problem for problem in data["problems"])
+    if (
+        stale
+        and data["last_reconciliation_run"] is None
+        and not _taking_orders_for(3 * settings.RECONCILE_INTERVAL_MINUTES)
+    ):
+        # A fresh deploy probed before its first run is unhealthy (503), but pages nobody:
+        # there is nothing to reconcile until the site has been taking orders for a while.
+        return
     key = f"stale_heartbeat:{data['last_reconciliation_run'] or 'never'}"
     if stale:
         raise_alert(
@@ -82,3 +90,9 @@ def watch_heartbeat(data: dict) -> None:
             "key", flat=True
         ):
             resolve(open_key)
+
+
+def _taking_orders_for(minutes: int) -> bool:
+    from .models import Order
+
+    return Order.objects.filter(created_at__lt=timezone.now() - timedelta(minutes=minutes)).exists()

@@ -100,7 +100,7 @@ def test_claim_lets_exactly_one_worker_send(fulfil_order, clock, settings):
     assert emails.claim(email.pk) is False
     assert emails.send_outbound_email(email.pk).startswith("not claimable")
     email.refresh_from_db()
-    assert email.status == "sending" and email.attempts == 1
+    assert email.status == "sending" and email.attempts == 2  # the failed send, then this claim
 
 
 def test_a_send_interrupted_mid_way_is_claimed_again_later(fulfil_order, clock, settings):
@@ -156,3 +156,17 @@ def test_the_sign_in_link_email(mailoutbox, django_capture_on_commit_callbacks, 
     link = next(line for line in message.body.splitlines() if "/account/sign-in/" in line)
     assert link.startswith(settings.SITE_URL)
     assert user_for_token(link.rstrip("/").rsplit("/", 1)[1]) == user
+
+
+def test_a_send_that_kills_its_worker_every_time_gives_up(fulfil_order, clock, settings):
+    settings.FAILPOINTS = "email_send=raise"
+    settings.EMAIL_MAX_ATTEMPTS = 3
+    email = fulfil_order()  # attempt 1 failed
+    for _ in range(2):  # attempts 2 and 3: claimed, then the worker dies mid-send
+        later(clock, 11 * 60)
+        assert emails.claim(email.pk)
+    later(clock, 11 * 60)
+    settings.FAILPOINTS = ""
+    assert emails.send_due_emails() == 0
+    email.refresh_from_db()
+    assert email.status == "failed" and "died while sending" in email.last_error

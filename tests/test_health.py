@@ -107,3 +107,15 @@ def test_one_alert_per_order_and_reason_and_one_followup(
         assert send_followups() == 1
         assert send_followups() == 0
     assert "STILL OPEN" in mailoutbox[-1].subject
+
+
+def test_a_fresh_deploy_without_orders_is_unhealthy_but_pages_nobody(client, mailoutbox):
+    assert client.get("/healthz").status_code == 503
+    assert not Alert.objects.exists()
+
+
+def test_a_site_taking_orders_with_no_reconciliation_ever_alerts(client, plan):
+    order = OrderFactory()
+    Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert client.get("/healthz").status_code == 503
+    assert Alert.objects.get().reason == "stale_heartbeat"
