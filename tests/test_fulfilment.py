@@ -60,6 +60,9 @@ def test_it_sends_the_recovery_email_when_fulfilment_was_not_the_normal_path(via
     email = OutboundEmail.objects.get(order=order)
     assert email.kind == "recovery"
     assert "Sorry for the delay" in email.subject
+    # What went wrong, that the year starts today, the sign-in link, a refund by replying.
+    for words in ("a problem on our side", "Your year starts today", "/account/sign-in/", "just reply"):
+        assert words in email.body_text, words
     assert order.events.get(kind="state:fulfilled").data["recovery"] is True
 
 
