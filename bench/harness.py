@@ -1,0 +1,269 @@
+"""Helpers for bench/webhook_backlog.py: processes, a bounded webhook sender, percentiles.
+
+Nothing here knows about PaidUp; the scenario lives in webhook_backlog.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import math
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Abort(Exception):
+    """The run's time bound passed, or a signal asked us to stop."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the benchmark starts, each in its own process group, stopped by id."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, args: Sequence[str], *, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                list(args), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            except ProcessLookupError:
+                pass
+        # A gunicorn worker that outlived its master would still be in the group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def wait_for_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until the server answers any HTTP status on `path`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} while starting")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout:.0f} s")
+
+
+def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}; see {log}")
+        if needle in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{needle!r} did not appear in {log} within {timeout:.0f} s")
+
+
+# --- the webhook sender -----------------------------------------------------------------
+
+
+def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """Stripe's scheme: t=<unix time>,v1=HMAC-SHA256(secret, "<t>.<body>")."""
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+@dataclass
+class Delivery:
+    sent: float  # wall clock (time.time()), comparable with timestamps the server writes
+    done: float
+    status: int | None  # None: no HTTP answer (connection error or timeout)
+    error: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.sent
+
+
+def deliver(
+    bodies: Sequence[bytes],
+    *,
+    port: int,
+    path: str,
+    secret: str,
+    concurrency: int,
+    request_timeout: float,
+    stop: threading.Event,
+) -> list[Delivery | None]:
+    """POST every body once, `concurrency` connections at a time, as Stripe would: signed at
+    the moment of sending. Returns one Delivery per body (None if never sent)."""
+    work: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(bodies)):
+        work.put(i)
+    results: list[Delivery | None] = [None] * len(bodies)
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=request_timeout)
+        try:
+            while not stop.is_set():
+                try:
+                    i = work.get_nowait()
+                except queue.Empty:
+                    return
+                headers = {
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Stripe-Signature": stripe_signature(bodies[i], secret),
+                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                }
+                sent = time.time()
+                try:
+                    conn.request("POST", path, bodies[i], headers)
+                    response = conn.getresponse()
+                    response.read()
+                    results[i] = Delivery(sent, time.time(), response.status)
+                    if response.will_close:
+                        conn.close()
+                except (OSError, http.client.HTTPException) as error:
+                    results[i] = Delivery(sent, time.time(), None, f"{type(error).__name__}: {error}")
+                    conn.close()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        # Short joins keep the main thread responsive to the run's alarm and to Ctrl-C.
+        while thread.is_alive():
+            thread.join(0.2)
+    return results
+
+
+# --- where the CPU went -----------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """CPU time spent not idle, all cores together, since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
+
+
+def _processes():
+    """(pid, process group, command name, CPU seconds) of every process we can read."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        yield int(entry.name), int(fields[2]), comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class CpuMeter:
+    """CPU seconds over an interval, split by who used them: our process groups by label,
+    PostgreSQL backends serving our database, this process, and everything else on the
+    machine (other people's work skews a benchmark; this says by how much)."""
+
+    def __init__(self, groups: dict[int, str], database: str) -> None:
+        self.groups, self.database = groups, database
+        self._postgres: dict[int, bool] = {}
+
+    def _label(self, pid: int, pgid: int, comm: str) -> str | None:
+        if pid == os.getpid():
+            return "bench client"
+        if pgid in self.groups:
+            return self.groups[pgid]
+        if comm.startswith("postgres"):
+            if pid not in self._postgres:
+                self._postgres[pid] = f" {self.database} " in _cmdline(pid)
+            return "postgres" if self._postgres[pid] else None
+        return None
+
+    def sample(self) -> tuple[float, float, dict[int, tuple[str, float]]]:
+        ours = {}
+        for pid, pgid, comm, cpu in _processes():
+            if (label := self._label(pid, pgid, comm)) is not None:
+                ours[pid] = (label, cpu)
+        return time.monotonic(), _busy_seconds(), ours
+
+    @staticmethod
+    def cores(start, end) -> dict[str, float]:
+        """Average cores used between two samples, by label, plus "other processes"."""
+        (t0, busy0, ours0), (t1, busy1, ours1) = start, end
+        wall = max(t1 - t0, 1e-9)
+        used: dict[str, float] = {}
+        for pid, (label, cpu) in ours1.items():
+            used[label] = used.get(label, 0.0) + cpu - ours0.get(pid, (label, 0.0))[1]
+        used["other processes"] = max(0.0, (busy1 - busy0) - sum(used.values()))
+        return {label: seconds / wall for label, seconds in used.items()}
+
+
+# --- numbers ----------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return "—" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
+
+
+def rate(count: int, start: float, end: float) -> float:
+    return count / (end - start) if count and end > start else math.nan

@@ -1,0 +1,433 @@
+"""The webhook backlog after an outage: PaidUp against stock dj-stripe, in one run.
+
+Stripe comes back and delivers the whole backlog at once. This posts N signed
+`payment_intent.succeeded` events (a fraction of them delivered a second time) to the server
+as it runs in production — gunicorn, PostgreSQL, DEBUG off, persistent database connections,
+localstripe standing in for Stripe — and reports events/s and p50/p99 latency until the 2xx
+and until the effect is committed (PaidUp: the order is fulfilled). Then the same with fresh
+orders and events against stock dj-stripe processing alone (its own view and PaymentIntent
+mirror receiver, PaidUp's receivers off: bench/settings_stock.py) as the baseline.
+
+    .venv/bin/python bench/webhook_backlog.py                 # N=1000, 10 % duplicates
+    .venv/bin/python bench/webhook_backlog.py --events 300 --servers 2x4,4x1,6x1   # compare servers
+
+Each order gets a real PaymentIntent in localstripe, created and confirmed through PaidUp's
+own gateway, and is left as a crash right after the charge leaves it: pending, never told.
+Everything the run starts (a scratch PostgreSQL database, localstripe, gunicorn) is stopped
+and removed at the end, on Ctrl-C, and when --timeout passes; --keep keeps the database and
+the logs. Exit status 1 when a correctness check fails. A benchmark prints numbers; it has
+no time limit to pass (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.backlog_report import (  # noqa: E402
+    TITLES,
+    Variant,
+    checks,
+    figures,
+    last_trigger_id,
+    print_report,
+    read_effects,
+    snapshot,
+)
+from bench.harness import (  # noqa: E402
+    Abort,
+    CpuMeter,
+    Processes,
+    deliver,
+    free_port,
+    wait_for_http,
+    wait_for_line,
+)
+
+VENV_BIN = ROOT / ".venv" / "bin"
+SETTINGS = {"paidup": "config.settings", "stock": "bench.settings_stock"}
+TEST_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=1000, help="first deliveries per variant (N)")
+    p.add_argument("--duplicates", type=float, default=0.10, help="fraction of events delivered twice")
+    p.add_argument("--concurrency", type=int, default=16, help="sender connections (Stripe's side)")
+    p.add_argument(
+        "--servers",
+        default="2x4",
+        help="gunicorn configurations to measure, WORKERSxTHREADS[,…] (threads > 1: gthread worker class); "
+        "each gets its own fresh backlog for every variant",
+    )
+    p.add_argument("--conn-max-age", type=int, default=600, help="CONN_MAX_AGE for the server")
+    p.add_argument("--variants", default="paidup,stock", help="which to run, in order")
+    p.add_argument(
+        "--stripe-latency-ms",
+        type=float,
+        default=0,
+        help="delay each Stripe API answer during the deliveries (localstripe answers on loopback in ms)",
+    )
+    p.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
+    p.add_argument("--timeout", type=int, default=1800, help="bound on the whole run, seconds")
+    p.add_argument("--request-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--quiet-wait",
+        type=int,
+        default=300,
+        help="before each variant, wait up to this many seconds for other processes to use under 0.2 cores",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="BIN",
+        help="sample the gunicorn workers with this py-spy during each first delivery "
+        "(collapsed stacks in the log directory: use with --keep)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not set(args.variants) <= set(SETTINGS):
+        p.error(f"--variants: choose from {', '.join(SETTINGS)}")
+    try:
+        args.servers = [tuple(int(n) for n in s.split("x")) for s in args.servers.split(",")]
+    except ValueError:
+        p.error("--servers: e.g. 2x4 or 2x4,4x1")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the scratch database and Django in this process ------------------------------------
+
+
+def admin_sql(pg: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def server_env(args: argparse.Namespace, db_url: str, site_port: int, stripe_port: int) -> dict:
+    return {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SITE_URL": f"http://127.0.0.1:{site_port}",
+        "DATABASE_URL": db_url,
+        "CONN_MAX_AGE": str(args.conn_max_age),
+        "STRIPE_SECRET_KEY": "sk_test_paidupBench" + secrets.token_hex(12),
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_paidupBench" + secrets.token_hex(12),
+        "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def setup_django(env: dict) -> None:
+    """Django in this process, on the scratch database (which may not be migrated yet)."""
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    import django
+
+    django.setup()
+
+
+def seed():
+    """The plan and dj-stripe's account, key and endpoint rows; returns the endpoint."""
+    from django.core.management import call_command
+
+    from billing.stripe_setup import seed_local
+
+    call_command("seed_demo", stdout=io.StringIO())
+    return seed_local()
+
+
+# --- orders, PaymentIntents and events ----------------------------------------------------
+
+
+def new_orders(variant: str, n: int, rng: random.Random) -> list:
+    """Orders in memory (saved later: the database may still be migrating)."""
+    from billing.management.commands.seed_demo import DEMO_PLAN
+    from billing.models import Order
+    from billing.models.orders import REFERENCE_ALPHABET, REFERENCE_PREFIX
+
+    references: set[str] = set()
+    while len(references) < n:
+        references.add(REFERENCE_PREFIX + "".join(rng.choices(REFERENCE_ALPHABET, k=6)))
+    return [
+        Order(
+            reference=reference,
+            email=f"{variant}-{i:05d}@bench.paidup.example",
+            amount_cents=DEMO_PLAN["amount_cents"],
+            currency=DEMO_PLAN["currency"],
+        )
+        for i, reference in enumerate(sorted(references))
+    ]
+
+
+def pay(orders: list, concurrency: int) -> list[dict]:
+    """A real, succeeded PaymentIntent in localstripe for every order, through PaidUp's own
+    gateway (customer, PaymentIntent, confirm). Each order is then left as a crash right after
+    the charge leaves it: pending, with its PaymentIntent id, never told that it succeeded."""
+    from billing import gateway
+
+    def one(order) -> dict:
+        pm = gateway.client().v1.payment_methods.create({"type": "card", "card": TEST_CARD})
+        order.payment_attempts = 1
+        payment_intent = gateway.create_payment_intent(order, pm.id)
+        order.stripe_payment_intent_id = payment_intent.id
+        order.stripe_customer_id = payment_intent.customer or ""
+        order.stripe_payment_status = payment_intent.status
+        charge = gateway.confirm(order, payment_intent.id)
+        if charge.status != "succeeded":
+            raise RuntimeError(f"{order.reference}: PaymentIntent {charge.payment_intent_id} is {charge.status}")
+        return charge.payment_intent.to_dict()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, orders))
+
+
+def save_orders(orders: list) -> None:
+    from billing.models import Order, Plan
+
+    plan = Plan.objects.get(slug="pro-year")
+    for order in orders:
+        order.plan = plan
+    Order.objects.bulk_create(orders, batch_size=500)
+
+
+def build_event(payment_intent: dict, api_version: str) -> tuple[str, bytes]:
+    event_id = "evt_" + secrets.token_hex(12)
+    event = {
+        "id": event_id,
+        "object": "event",
+        "api_version": api_version,
+        "created": int(time.time()),
+        "data": {"object": payment_intent},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "payment_intent.succeeded",
+    }
+    return event_id, json.dumps(event, indent=2).encode()
+
+
+def backlog(name: str, server: tuple[int, int], args, rng: random.Random) -> Variant:
+    from djstripe.settings import djstripe_settings
+
+    orders = new_orders(f"{name}-{server[0]}x{server[1]}", args.events, rng)
+    log(f"{TITLES[name]}, server {server[0]}x{server[1]}: paying {len(orders)} orders in localstripe")
+    pis = pay(orders, concurrency=8)
+    ids, bodies = zip(*(build_event(pi, djstripe_settings.STRIPE_API_VERSION) for pi in pis), strict=True)
+    order = list(range(len(bodies)))
+    rng.shuffle(order)  # a backlog arrives in no particular order
+    dups = sorted(rng.sample(range(len(bodies)), round(args.duplicates * len(bodies))))
+    pick = lambda seq: [seq[i] for i in order]  # noqa: E731
+    return Variant(name, server, pick(orders), pick(pis), pick(ids), pick(bodies), dups)
+
+
+# --- one variant against its own gunicorn -------------------------------------------------
+
+
+def run_variant(v: Variant, args, procs: Processes, env: dict, port: int, endpoint, workdir: Path, meter_for):
+    from django.db import connections
+
+    path = f"/stripe/webhook/{endpoint.djstripe_uuid}/"
+    server = procs.start(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "config.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            f"--workers={v.server[0]}",
+            f"--threads={v.server[1]}",
+            f"--worker-class={'gthread' if v.server[1] > 1 else 'sync'}",
+            "--timeout=60",
+            "--graceful-timeout=5",
+            "--no-control-socket",
+        ],
+        log=workdir / f"gunicorn-{v.label}.log",
+        env={**env, "DJANGO_SETTINGS_MODULE": SETTINGS[v.name]},
+        cwd=ROOT,
+    )
+    wait_for_http(port, path, server)
+    time.sleep(2)  # let every worker finish importing Django before the backlog arrives
+    meter = meter_for(server.pid)
+    wait_for_quiet(meter, args.quiet_wait)
+    ls_log = workdir / "localstripe.log"
+    stop = threading.Event()
+    send = dict(port=port, path=path, secret=endpoint.secret, concurrency=args.concurrency, stop=stop)
+    send["request_timeout"] = args.request_timeout
+    try:
+        v.trigger_ids = (last_trigger_id(), 0)
+        connections.close_all()
+        ls_before = ls_log.stat().st_size
+        log(f"{v.title}: delivering {len(v.bodies)} events, {args.concurrency} at a time")
+        spy = args.py_spy and procs.start(
+            [str(args.py_spy), "record", "--pid", str(server.pid), "--subprocesses", "--rate", "50", "--format", "raw"]
+            + ["--nonblocking", "--output", str(workdir / f"py-spy-{v.label}.txt")],
+            log=workdir / "py-spy.log",
+            env=env,
+            cwd=ROOT,
+        )
+        start = meter.sample()
+        v.first = deliver(v.bodies, **send)
+        v.cpu["first delivery"] = meter.cores(start, meter.sample())
+        if spy:
+            os.killpg(spy.pid, signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(30)
+            procs.stop(spy)
+        with ls_log.open("rb") as f:
+            f.seek(ls_before)
+            v.stripe_calls = sum(b'"GET /v1/' in line or b'"POST /v1/' in line for line in f)
+        v.before_dups = snapshot(v)
+        connections.close_all()
+        log(f"{v.title}: delivering {len(v.duplicate_indexes)} of them a second time")
+        start = meter.sample()
+        v.dups = deliver([v.bodies[i] for i in v.duplicate_indexes], **send)
+        v.cpu["duplicates"] = meter.cores(start, meter.sample())
+        v.after_dups = snapshot(v)
+        v.trigger_ids = (v.trigger_ids[0], last_trigger_id())
+    finally:
+        stop.set()
+        procs.stop(server)
+    read_effects(v)
+
+
+def code_version() -> str:
+    """The commit measured, and which of the server's files differ from it (others work in this tree)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True, text=True)
+        return run.stdout
+
+    dirty = git("status", "--porcelain", "--", "billing", "accounts", "config", "support", "templates").splitlines()
+    changed = ", ".join(line[3:] for line in dirty)
+    return git("rev-parse", "--short", "HEAD").strip() + (f" + uncommitted changes in {changed}" if changed else "")
+
+
+def wait_for_quiet(meter: CpuMeter, patience: float, threshold: float = 0.2) -> None:
+    """Other people's work on a shared 2-core machine skews a benchmark: wait a while for it to stop."""
+    deadline = time.monotonic() + patience
+    while True:
+        start = meter.sample()
+        time.sleep(2)
+        other = meter.cores(start, meter.sample())["other processes"]
+        if other < threshold:
+            return
+        if time.monotonic() > deadline:
+            log(f"other processes still use {other:.2f} cores; measuring anyway (see the CPU lines)")
+            return
+        log(f"other processes use {other:.2f} cores; waiting for the machine to be quiet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="paidup-bench-"))
+    db_name = f"paidup_bench_{os.getpid()}"
+    db_created = False
+
+    def abort(signum, frame):
+        raise Abort(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGALRM, abort)
+    signal.signal(signal.SIGTERM, abort)
+    signal.alarm(args.timeout)
+    try:
+        t0 = time.monotonic()
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            log(f"the machine is busy (load {load:.1f}): other work skews the numbers; see the CPU lines")
+        admin_sql(args.pg, f'CREATE DATABASE "{db_name}"')
+        db_created = True
+        site_port, stripe_port = free_port(), free_port()
+        env = server_env(args, f"{args.pg}/{db_name}", site_port, stripe_port)
+        manage = [str(VENV_BIN / "python"), "manage.py"]
+        migrate = procs.start([*manage, "migrate", "--no-input", "-v0"], log=workdir / "migrate.log", env=env, cwd=ROOT)
+        localstripe = procs.start(
+            [
+                str(VENV_BIN / "python"),
+                str(ROOT / "bench" / "localstripe_memory.py"),
+                "--host=127.0.0.1",
+                f"--port={stripe_port}",
+                f"--state-dir={workdir / 'localstripe'}",
+                "--from-scratch",
+            ],
+            log=workdir / "localstripe.log",
+            env=env,
+            cwd=ROOT,
+        )
+        log(f"database {db_name} migrating; localstripe on port {stripe_port}; logs in {workdir}")
+        setup_django(env)
+        wait_for_line(workdir / "localstripe.log", "Running on", localstripe)
+        # Paying in localstripe overlaps with the migration: both take tens of seconds.
+        variants = [backlog(name, server, args, rng) for server in args.servers for name in args.variants]
+        while migrate.poll() is None:
+            time.sleep(0.2)
+        if migrate.returncode:
+            raise RuntimeError(f"migrate failed; see {workdir / 'migrate.log'}")
+        endpoint = seed()
+        for v in variants:
+            save_orders(v.orders)
+        setup_s = time.monotonic() - t0
+        if args.stripe_latency_ms:
+            urllib.request.urlopen(
+                urllib.request.Request(f"{env['STRIPE_API_BASE']}/_config/bench_latency/{args.stripe_latency_ms}", b"")
+            ).read()
+
+        def meter_for(server_pid: int) -> CpuMeter:
+            return CpuMeter({server_pid: "gunicorn", localstripe.pid: "localstripe"}, db_name)
+
+        for v in variants:
+            run_variant(v, args, procs, env, site_port, endpoint, workdir, meter_for)
+        rows = [row for v in variants for row in figures(v)]
+        all_checks = {v.title: checks(v) for v in variants}
+        ok = print_report(args, variants, rows, all_checks, setup_s, code_version())
+        if args.json:
+            report = {"args": {k: str(a) for k, a in vars(args).items()}, "rows": rows, "checks": all_checks}
+            args.json.write_text(json.dumps(report, indent=2, default=str))
+        return 0 if ok else 1
+    except (Abort, KeyboardInterrupt) as stopped:
+        log(f"{stopped or 'interrupted'}; cleaning up")
+        return 130
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if db_created and not args.keep:
+            admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        if args.keep:
+            log(f"kept database {db_name} and the logs in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
