@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import stripe
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing import emails, gateway
@@ -170,21 +171,30 @@ def attach_payment(stripe_id: str, user, *, email: str = "") -> Done:
     plan = Plan.objects.filter(amount_cents=payment_intent.amount, currency=payment_intent.currency).first()
     if plan is None:
         raise ActionRefused(f"No plan costs {format_money(payment_intent.amount, payment_intent.currency)}.")
-    with transaction.atomic():
-        order = Order.objects.create(
-            email=email,
-            plan=plan,
-            amount_cents=payment_intent.amount,
-            currency=payment_intent.currency,
-            stripe_payment_intent_id=payment_intent.id,
-            stripe_payment_status="succeeded",
-            retroactive=True,
-        )
-        order.log("order:attached", f"Created from Stripe payment {payment_intent.id}.", actor=actor(user))
-        check_payment(order, payment_intent)
-        fulfil(order, via=Order.Via.SUPPORT, payment_intent=payment_intent, actor=actor(user))
+    try:
+        with transaction.atomic():
+            order = _attach(payment_intent, plan, email, user)
+    except IntegrityError as error:  # someone attached it at the same moment
+        other = Order.objects.filter(stripe_payment_intent_id=payment_intent.id).first()
+        raise ActionRefused(f"That payment already belongs to order {other.reference if other else '?'}.") from error
     order.refresh_from_db()
     return Done(f"Created {order.reference} from {payment_intent.id} and fulfilled it.", order)
+
+
+def _attach(payment_intent, plan, email: str, user) -> Order:
+    order = Order.objects.create(
+        email=email,
+        plan=plan,
+        amount_cents=payment_intent.amount,
+        currency=payment_intent.currency,
+        stripe_payment_intent_id=payment_intent.id,
+        stripe_payment_status="succeeded",
+        retroactive=True,
+    )
+    order.log("order:attached", f"Created from Stripe payment {payment_intent.id}.", actor=actor(user))
+    check_payment(order, payment_intent)
+    fulfil(order, via=Order.Via.SUPPORT, payment_intent=payment_intent, actor=actor(user))
+    return order
 
 
 def note(order: Order, user, text: str) -> Done:
@@ -196,13 +206,16 @@ def note(order: Order, user, text: str) -> Done:
 
 
 def claim(order: Order, user) -> Done:
-    """ "I'm on it" for CLAIM_MINUTES; refused while someone else holds it."""
+    """ "I'm on it" for CLAIM_MINUTES; refused while someone else holds it.
+
+    One conditional UPDATE: of two people claiming at the same moment, exactly one wins.
+    """
     now = timezone.now()
-    taken = Order.objects.filter(pk=order.pk, claimed_until__gt=now).exclude(claimed_by=user).first()
-    if taken is not None:
-        raise ActionRefused(f"{taken.claimed_by} is on it until {timezone.localtime(taken.claimed_until):%H:%M}.")
     until = now + timedelta(minutes=CLAIM_MINUTES)
-    Order.objects.filter(pk=order.pk).update(claimed_by=user, claimed_until=until)
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lte=now) | Q(claimed_by=user)
+    if not Order.objects.filter(free, pk=order.pk).update(claimed_by=user, claimed_until=until):
+        taken = Order.objects.select_related("claimed_by").get(pk=order.pk)
+        raise ActionRefused(f"{taken.claimed_by} is on it until {timezone.localtime(taken.claimed_until):%H:%M}.")
     order.log("support:claim", f"{user.get_username()} is on it.", actor=actor(user))
     return Done(f"You're on it until {timezone.localtime(until):%H:%M}.", order)
 
