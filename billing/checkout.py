@@ -42,26 +42,31 @@ def open_order(reference: str, email: str, plan: Plan) -> Order:
         if created:
             order.log("order:created", f"Checkout started for {email}: {plan.name}, {order.price}.", actor="customer")
         elif order.state == Order.State.PENDING and order.stripe_payment_status in RETRYABLE:
-            # Nothing charged yet: the customer may correct their email or choose another plan.
-            changes = {"email": email, "plan": plan, "amount_cents": plan.amount_cents, "currency": plan.currency}
-            if any(getattr(order, field) != value for field, value in changes.items()):
-                for field, value in changes.items():
-                    setattr(order, field, value)
-                order.save(update_fields=[*changes, "updated_at"])
-                order.log(
-                    "order:updated", f"Customer changed the order details before paying ({email}).", actor="customer"
-                )
+            _change_details(order, email, plan)
     failpoint("after_order_commit")
     return order
 
 
-def pay(order: Order, payment_method: str) -> Outcome:
+def _change_details(order: Order, email: str, plan: Plan) -> None:
+    """Nothing charged yet: the customer may correct their email or choose another plan.
+    Caller holds the row lock."""
+    changes = {"email": email, "plan": plan, "amount_cents": plan.amount_cents, "currency": plan.currency}
+    if any(getattr(order, field) != value for field, value in changes.items()):
+        for field, value in changes.items():
+            setattr(order, field, value)
+        order.save(update_fields=[*changes, "updated_at"])
+        order.log("order:updated", f"Customer changed the order details before paying ({email}).", actor="customer")
+
+
+def pay(order: Order, payment_method: str, *, email: str | None = None, plan: Plan | None = None) -> Outcome:
     """Charge the order once. A resubmit while a charge is in flight or done gets that
     charge's outcome, never a second charge.
 
     Two steps, each under the order's row lock: create the PaymentIntent and commit its id
     (no money moves), then confirm it (money moves). Whatever crashes after the first step,
     the order knows its PaymentIntent.
+
+    `email` and `plan` are what the customer submitted: a new attempt charges those.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().select_related("plan").get(pk=order.pk)
@@ -75,6 +80,11 @@ def pay(order: Order, payment_method: str) -> Outcome:
                 return outcome_of(order, payment_intent)
         # requires_confirmation: an earlier request created it and never confirmed it.
         if order.stripe_payment_status != "requires_confirmation":
+            if email is not None and plan is not None:
+                # open_order() left the details alone while the last attempt looked in flight;
+                # Stripe now says it is over (3-D Secure failed, cancelled), so this attempt
+                # charges what the customer chose on this submit.
+                _change_details(order, email, plan)
             declined = _create_payment_intent(order, payment_method)
             if declined:
                 return Outcome(order, "declined", message=declined)

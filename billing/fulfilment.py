@@ -96,6 +96,16 @@ def fulfil(order: Order, *, via: str, payment_intent=None, actor: str | None = N
             return FulfilResult(order, fulfilled_now=False)
         if order.state == Order.State.PENDING and payment_intent is not None:
             record_payment(order, payment_intent, via=via, actor=actor)
+        if order.state == Order.State.PAID and order.refunded_cents >= order.amount_cents:
+            # Stripe refunded all of it before any fulfilment got through (reconciliation
+            # records refunds even while fulfilment keeps failing): no access for money returned.
+            order.transition(
+                Order.State.REFUNDED,
+                actor=actor_for(via, actor),
+                message="Refunded in full before it could be fulfilled; no access was given.",
+                data={"via": via},
+            )
+            return FulfilResult(order, fulfilled_now=False)
         if order.state != Order.State.PAID:
             raise NotFulfillable(f"{order.reference} is {order.state}, not paid")
 

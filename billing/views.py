@@ -92,7 +92,9 @@ def _checkout_post(request, reference: str | None):
     if existing is not None and existing.state != Order.State.PENDING:
         return _go_to_order(request, existing)
     order = checkout.open_order(reference, form.cleaned_data["email"], form.cleaned_data["plan"])
-    outcome = checkout.pay(order, form.cleaned_data["payment_method"])
+    outcome = checkout.pay(
+        order, form.cleaned_data["payment_method"], email=form.cleaned_data["email"], plan=form.cleaned_data["plan"]
+    )
     failpoint("before_response")
     if outcome.kind == "declined":
         message = f"{outcome.message} You have not been charged. You can try another card."
