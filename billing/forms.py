@@ -22,6 +22,10 @@ class CheckoutForm(forms.Form):
     )
     plan = forms.SlugField(required=False)
 
+    def clean_email(self) -> str:
+        # One spelling per customer, so support's email search is an exact, indexed lookup.
+        return self.cleaned_data["email"].strip().lower()
+
     def clean_payment_method(self) -> str:
         value = self.cleaned_data["payment_method"].strip()
         if not PAYMENT_METHOD_RE.match(value):

@@ -226,6 +226,16 @@ def _scan_page(ctx: Context, payment_intents: list) -> None:
     for pi in payment_intents:
         ctx.counts["checked"] += 1
         order = by_pi.get(pi.id) or by_id.get(_uuid((pi.metadata or {}).get("order_id")))
+        if order is not None and order.was_charged and order.stripe_payment_intent_id not in (None, pi.id):
+            # The order was paid by another PaymentIntent: this one is a second charge.
+            if ctx.would(f"alert: {pi.id} is a second payment for {order.reference}"):
+                message = (
+                    f"{pi.id} succeeded for {order.reference}, "
+                    f"which was already paid by {order.stripe_payment_intent_id}."
+                )
+                if raise_alert(Alert.Reason.DUPLICATE_PAYMENT, message, order=order, key=f"duplicate_payment:{pi.id}"):
+                    ctx.counts["alerts"] += 1
+            continue
         if order is not None and order.state in (Order.State.FULFILLED, Order.State.REFUNDED):
             continue
         if order is not None and order.needs_attention:

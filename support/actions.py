@@ -149,6 +149,8 @@ def attach_payment(stripe_id: str, user, *, email: str = "") -> Done:
     try:
         if stripe_id.startswith("ch_"):
             charge = gateway.retrieve_charge(stripe_id)
+            if not charge.payment_intent:
+                raise ActionRefused(f"Charge {stripe_id} has no PaymentIntent; attach it from the Stripe dashboard.")
             stripe_id = charge.payment_intent if isinstance(charge.payment_intent, str) else charge.payment_intent.id
         payment_intent = gateway.retrieve_payment_intent(stripe_id)
     except stripe.InvalidRequestError as error:

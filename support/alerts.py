@@ -27,6 +27,8 @@ WHAT_TO_DO = {
     Alert.Reason.PAYMENT_MISMATCH: "Compare the payment with the order in Stripe; fulfil or refund by hand.",
     Alert.Reason.FULFIL_FAILED: "Open the order, read the timeline and fulfil it from the admin.",
     Alert.Reason.PAID_AFTER_FAILED: "The customer paid for an order we had closed: fulfil it, or refund them.",
+    Alert.Reason.DUPLICATE_PAYMENT: "The customer was charged twice for one order: refund the second payment "
+    "in Stripe (reconciliation records it) and tell them.",
     Alert.Reason.STALE_HEARTBEAT: "Reconciliation has stopped: check the q cluster (`manage.py qmonitor`), "
     "then run `manage.py reconcile` by hand.",
     Alert.Reason.WEBHOOK_FAILED: "A Stripe event keeps failing: read its traceback in the admin "

@@ -14,6 +14,7 @@ class Alert(models.Model):
         STALE_HEARTBEAT = "stale_heartbeat", "Reconciliation has stopped running"
         WEBHOOK_FAILED = "webhook_failed", "Webhook event keeps failing"
         CUSTOMER_CASE = "customer_case", "Customer says: charged, no access"
+        DUPLICATE_PAYMENT = "duplicate_payment", "Second payment for one order"
 
     key = models.CharField(max_length=200, unique=True)
     reason = models.CharField(max_length=30, choices=Reason.choices)

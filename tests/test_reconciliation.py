@@ -233,3 +233,16 @@ def test_the_command_exits_non_zero_on_errors(fake_stripe, monkeypatch):
     with pytest.raises(CommandError):
         call_command("reconcile")
     assert not ReconciliationRun.objects.get().ok
+
+
+def test_a_second_payment_for_a_paid_order_alerts_support_once(run, fake_stripe):
+    order, _ = paid_order(fake_stripe)
+    old(order)
+    run()
+    second = fake_stripe.pay_elsewhere(metadata={"order_id": str(order.id), "reference": order.reference})
+    result = run()
+    alert = Alert.objects.get(reason="duplicate_payment")
+    assert second.id in alert.message and alert.order == order
+    assert result.counts["alerts"] == 1
+    assert run().counts.get("alerts", 0) == 0
+    assert Order.objects.count() == 1 and Subscription.objects.count() == 1

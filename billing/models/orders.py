@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 # Readable over the phone: no 0/O, 1/I/L, U.
@@ -123,6 +124,9 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"]),
             models.Index(fields=["email"]),
+            # Support searches emails case-insensitively (email__iexact → UPPER(email) = UPPER(%s)).
+            models.Index(Upper("email"), name="billing_order_email_upper"),
+            models.Index(fields=["stripe_customer_id"]),
         ]
         permissions = [
             ("fulfil_order", "Can fulfil an order from the support console"),
