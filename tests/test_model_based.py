@@ -1,0 +1,448 @@
+"""Model-based test: Hypothesis plays customers, banks, Stripe, crashes and support against
+PaidUp's real entry points, and checks the invariants of the design card after every step.
+
+The world: customers open checkouts and pay (card succeeds, is declined, is refused, or needs
+3-D Secure, which the customer later passes or fails), someone pays outside any checkout,
+Stripe cancels payments, refunds them from its dashboard, and delivers webhooks late, twice,
+out of order or never. The server crashes at any failpoint during a request, a webhook, a
+reconciliation run or a support action. Customers visit their order page; reconciliation
+runs; support fulfils (the console checks Stripe first) and refunds from the console; time
+passes.
+
+After every step: I1, I3, I4 (so far), I5, and no order moves backwards. At the end of every
+example (`state.teardown()` in a failing sequence) the world heals: Stripe delivers
+everything it still owes, and the jobs (reconciliation, the email sweep) run until a run
+changes nothing. Then I2: every succeeded payment is fulfilled or refunded; refunds here
+equal Stripe's; every email went out.
+
+PAIDUP_MODEL_EXAMPLES sets the number of examples (default 200), PAIDUP_MODEL_STEPS the
+steps per example (default 25).
+"""
+
+import functools
+import os
+import sys
+import uuid
+from collections import Counter, defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client, TestCase, override_settings
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from accounts.models import User
+from billing import emails, reconciliation
+from billing.failpoints import FailpointError
+from billing.models import Order, OrderEvent, OutboundEmail, Refund, Subscription
+from support import actions
+from tests.factories import PlanFactory
+from tests.fixtures.model import Example, StripeWorld
+from tests.fixtures.services import cookie_reference
+
+EXAMPLES = int(os.environ.get("PAIDUP_MODEL_EXAMPLES", 200))
+STEPS = int(os.environ.get("PAIDUP_MODEL_STEPS", 25))
+
+State = Order.State
+EMAILS = ["ada@example.com", "Ada@Example.com", "grace@example.com"]
+PLANS = {"pro-year": 24900, "pro-month": 2900}
+# What the customer's card does at the next charge (FakeStripe.next_status).
+CARDS = ["succeeded", "declined", "requires_action", "refused"]
+PAYMENT_METHOD = "pm_1Card4242visa"
+# The failpoint a step crashes at, if any (half the time: none), among those it passes.
+CHECKOUT_CRASH = st.none() | st.sampled_from(
+    ["after_order_commit", "after_charge", "fulfil_before_commit", "before_response", "email_send"]
+)
+FULFIL_CRASH = st.none() | st.sampled_from(["fulfil_before_commit", "email_send"])
+MAX_CHECKOUTS = 3
+
+
+@functools.cache
+def _forward(state: str) -> set[str]:
+    """Every state reachable from `state`, itself included."""
+    seen, todo = {state}, [state]
+    while todo:
+        for nxt in Order.TRANSITIONS[State(todo.pop())]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@dataclass
+class Checkout:
+    """A customer's browser on the checkout page: its client holds the reference cookie."""
+
+    client: Client
+    reference: str
+    email: str
+
+    def order(self) -> Order | None:
+        return Order.objects.filter(reference=self.reference).first()
+
+
+class PaidUpWorld(RuleBasedStateMachine):
+    checkouts = Bundle("checkouts")
+
+    # Set by the test, outside the examples' savepoints.
+    endpoint = None  # the dj-stripe WebhookEndpoint
+    support_user = None  # may fulfil and refund
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stripe = StripeWorld(self.endpoint)
+        self.example = Example(self.stripe)
+        self.checkout_count = 0
+        self.paid_outside = False
+        self.last_state: dict = {}
+
+    def teardown(self) -> None:
+        try:
+            if sys.exc_info()[1] is None:  # a step failed: report that, not the healing
+                self.heal()
+                self.check_liveness()
+        finally:
+            self.example.close()
+
+    @contextmanager
+    def step(self, crash: str | None = None):
+        """One thing happening in the world: a second passes, the server may crash at `crash`,
+        work handed to after-commit (emails) runs, and Stripe queues the events it owes."""
+        self.example.shift(1)
+        with (
+            override_settings(FAILPOINTS=f"{crash}=raise" if crash else ""),
+            TestCase.captureOnCommitCallbacks(execute=True),
+        ):
+            yield
+        self.stripe.emit_events()
+
+    # --- customers ---------------------------------------------------------------------
+
+    @initialize(target=checkouts, email=st.sampled_from(EMAILS))
+    def first_customer_opens_checkout(self, email):
+        return self.customer_opens_checkout(email)
+
+    @precondition(lambda self: self.checkout_count < MAX_CHECKOUTS)
+    @rule(target=checkouts, email=st.sampled_from(EMAILS))
+    def customer_opens_checkout(self, email):
+        self.checkout_count += 1
+        client = Client(raise_request_exception=False)
+        with self.step():
+            assert client.get("/checkout/").status_code == 200
+        return Checkout(client, cookie_reference(client), email)
+
+    @rule(checkout=checkouts, card=st.sampled_from(CARDS), plan=st.sampled_from(sorted(PLANS)), crash=CHECKOUT_CRASH)
+    def customer_pays(self, checkout, card, plan, crash):
+        """Submits the form (again, if they did before): a resubmit must never charge twice."""
+        before = set(self.stripe.fake.intents)
+        self.stripe.fake.next_status = card
+        form = {"email": checkout.email, "payment_method": PAYMENT_METHOD, "plan": plan}
+        with self.step(crash):
+            status = checkout.client.post("/checkout/", form).status_code
+        assert status in (302, 402) or (crash and status == 500), f"checkout answered {status}"
+        if status == 402:  # the page says "You have not been charged"
+            order = checkout.order()
+            charged = [pi for pi in self.stripe.of_order(order) if pi["status"] == "succeeded"]
+            assert not charged, f"the customer was told they were not charged, but {charged[0]['id']} succeeded"
+        for pi in set(self.stripe.fake.intents) - before:
+            assert self.stripe.fake.intents[pi]["amount"] == PLANS[plan], (
+                "charged for a plan the customer did not choose"
+            )
+
+    @precondition(lambda self: self.stripe.with_status("requires_action"))
+    @rule(which=st.integers(0, 3), passes=st.booleans())
+    def customer_answers_3d_secure(self, which, passes):
+        """In the page's Stripe.js dialog; the page then goes to the order page (a visit)."""
+        pi = self.stripe.pick(which, "requires_action")
+        with self.step():
+            self.stripe.fake.settle(pi, "succeeded" if passes else "requires_payment_method")
+
+    @rule(checkout=checkouts, wait=st.sampled_from([0, 4]), crash=st.none() | st.just("fulfil_before_commit"))
+    def customer_visits_order_page(self, checkout, wait, crash):
+        self.example.shift(wait)  # the page asks Stripe at most every 3 s
+        with self.step(crash):
+            status = checkout.client.get(f"/orders/{checkout.reference}/").status_code
+            assert status == (200 if checkout.order() else 404), f"order page answered {status}"
+
+    @precondition(lambda self: not self.paid_outside)
+    @rule(email=st.sampled_from(EMAILS))
+    def someone_pays_outside_checkout(self, email):
+        """A succeeded payment PaidUp has no order for (a payment link, an old client...)."""
+        self.paid_outside = True
+        with self.step():
+            self.stripe.fake.pay_elsewhere(metadata={"email": email})
+
+    # --- Stripe --------------------------------------------------------------------------
+
+    @precondition(lambda self: self.stripe.with_status("requires_action", "requires_payment_method"))
+    @rule(which=st.integers(0, 3))
+    def stripe_cancels_unfinished_payment(self, which):
+        """Cancelled in the dashboard, or expired."""
+        pi = self.stripe.pick(which, "requires_action", "requires_payment_method")
+        with self.step():
+            self.stripe.fake.settle(pi, "canceled")
+
+    @precondition(lambda self: self.stripe.refundable())
+    @rule(which=st.integers(0, 3), full=st.booleans())
+    def support_refunds_in_stripe_dashboard(self, which, full):
+        """Refunded at Stripe, not through PaidUp: reconciliation must find and record it."""
+        refundable = self.stripe.refundable()
+        pi = refundable[which % len(refundable)]
+        left = self.stripe.fake.intents[pi]["amount"] - self.stripe.refunded(pi)
+        with self.step():
+            self.stripe.fake.refund(pi, left if full else min(left, 1000))
+
+    @precondition(lambda self: self.stripe.pending)
+    @rule(which=st.integers(0, 8), crash=FULFIL_CRASH)
+    def stripe_delivers_webhook(self, which, crash):
+        """The oldest event Stripe owes (which=0), or a newer one first."""
+        self._deliver(which % len(self.stripe.pending), crash)
+
+    @precondition(lambda self: self.stripe.pending)
+    @rule(which=st.integers(0, 8))
+    def stripe_delivers_webhook_and_will_send_it_again(self, which):
+        self._deliver(which % len(self.stripe.pending), None, again=True)
+
+    @precondition(lambda self: self.stripe.pending)
+    @rule(which=st.integers(0, 8))
+    def stripe_gives_up_on_webhook(self, which):
+        self.stripe.pending.pop(which % len(self.stripe.pending))
+
+    def _deliver(self, index: int, crash: str | None, *, again: bool = False) -> None:
+        event = self.stripe.pending[index]
+        with self.step(crash):
+            status = self.stripe.deliver(event)
+        assert status == 200 or (crash and status == 500), f"webhook {event['type']} answered {status}"
+        if status == 200 and not again:
+            self.stripe.pending.remove(event)
+        # On a 500 Stripe keeps the event and retries it later.
+
+    # --- PaidUp's jobs and support -------------------------------------------------------
+
+    @rule(crash=FULFIL_CRASH)
+    def reconciliation_runs(self, crash):
+        with self.step(crash):
+            run = reconciliation.run()
+        assert run is not None, "reconciliation found its lock held"
+        assert run.ok or crash, run.errors
+
+    def orders(self, *states: str) -> list[Order]:
+        """Orders in these states with a payment, in a stable order (for `which`)."""
+        found = Order.objects.filter(state__in=states, stripe_payment_intent_id__isnull=False)
+        return list(found.order_by("created_at", "stripe_payment_intent_id"))
+
+    @precondition(lambda self: self.orders(State.PENDING, State.PAID))
+    @rule(which=st.integers(0, 3), crash=st.none() | st.just("fulfil_before_commit"))
+    def support_fulfils_from_console(self, which, crash):
+        """A customer writes in ("charged, no access"); support presses "fulfil", which asks
+        Stripe first and refuses unless the payment succeeded."""
+        candidates = self.orders(State.PENDING, State.PAID)
+        order = candidates[which % len(candidates)]
+        with self.step(crash):
+            try:
+                actions.fulfil_verified(order, self.support_user)
+            except actions.ActionRefused as refusal:
+                order.refresh_from_db()
+                paid = self.stripe.fake.intents[order.stripe_payment_intent_id]["status"] == "succeeded"
+                assert not paid or order.state == State.REFUNDED, f"support could not fulfil {order}: {refusal}"
+            except FailpointError:
+                assert crash
+
+    @precondition(lambda self: self.orders(State.PAID, State.FULFILLED))
+    @rule(which=st.integers(0, 3), full=st.booleans(), double_submit=st.booleans())
+    def support_refunds_from_console(self, which, full, double_submit):
+        """The console's "refund" form: refunds in Stripe and records it here at once."""
+        candidates = self.orders(State.PAID, State.FULFILLED)
+        order = candidates[which % len(candidates)]
+        amount = order.amount_cents - order.refunded_cents if full else 1000
+        token = uuid.uuid4()  # one form; a double submit sends it twice
+        with self.step():
+            for _ in range(2 if double_submit else 1):
+                order.refresh_from_db()
+                refundable = order.amount_cents - max(
+                    order.refunded_cents, self.stripe.refunded(order.stripe_payment_intent_id)
+                )
+                try:
+                    actions.refund(order, self.support_user, amount_cents=amount, reason="asked", token=token)
+                except actions.ActionRefused as refusal:
+                    allowed = order.state in (State.PAID, State.FULFILLED) and 0 < amount <= refundable
+                    assert not allowed, f"support could not refund {amount} on {order}: {refusal}"
+
+    @precondition(lambda self: self.example.elapsed < 30 * 3600)
+    @rule(seconds=st.sampled_from([10 * 60, 25 * 3600]))
+    def time_passes(self, seconds):
+        """Late enough for the recovery email; or past the deadline for abandoned checkouts."""
+        self.example.shift(seconds)
+
+    # --- safety, after every step ----------------------------------------------------------
+
+    @invariant()
+    def orders_are_safe(self):
+        orders = Order.objects.values_list(
+            "pk", "reference", "state", "stripe_payment_intent_id", "amount_cents", "currency", "refunded_cents"
+        )
+        timelines = defaultdict(list)
+        for order_id, kind, actor, data in OrderEvent.objects.filter(kind__startswith="state:").values_list(
+            "order_id", "kind", "actor", "data"
+        ):
+            timelines[order_id].append((kind, actor, data))
+        access_emails = Counter(
+            OutboundEmail.objects.filter(kind__in=OutboundEmail.ACCESS_KINDS).values_list("order_id", flat=True)
+        )
+        subscriptions = Counter(Subscription.objects.values_list("order_id", flat=True))
+        refunds = defaultdict(list)
+        for order_id, refund_id, amount in Refund.objects.values_list("order_id", "stripe_refund_id", "amount_cents"):
+            refunds[order_id].append((refund_id, amount))
+        stripe_refunds = {r.id: r for r in self.stripe.fake.refunds}
+        charges = Counter(pi["metadata"].get("order_id") for pi in self.stripe.with_status("succeeded"))
+
+        for pk, reference, state, pi_id, amount, currency, refunded in orders:
+            ref = f"{reference} ({state})"
+            assert charges[str(pk)] <= 1, f"{ref}: the customer was charged {charges[str(pk)]} times"
+            # I1: paid, fulfilled or refunded only with a succeeded PaymentIntent of its amount.
+            if state in (State.PAID, State.FULFILLED, State.REFUNDED):
+                pi = self.stripe.fake.intents.get(pi_id)
+                assert pi is not None, f"I1: {ref} has no PaymentIntent in Stripe"
+                assert pi["status"] == "succeeded", f"I1: {ref} but {pi_id} is {pi['status']}"
+                assert (pi["amount"], pi["currency"]) == (amount, currency), f"I1: {ref} is not what {pi_id} paid"
+
+            # I5: a legal path from pending to the current state, every move with its actor.
+            path = State.PENDING
+            for kind, actor, data in timelines[pk]:
+                assert actor, f"I5: {ref}: {kind} has no actor"
+                assert data.get("from") == path, f"I5: {ref}: {kind} from {data.get('from')}, not {path}"
+                assert data["to"] in Order.TRANSITIONS[State(path)], f"I5: {ref}: illegal {path} → {data['to']}"
+                path = data["to"]
+            assert path == state, f"I5: {ref}: the timeline ends at {path}"
+            before = self.last_state.get(pk, State.PENDING)
+            assert state in _forward(before), f"{ref} moved backwards from {before}"
+            self.last_state[pk] = state
+
+            # I3: one subscription and one access email, and only for an order that was fulfilled.
+            was_fulfilled = any(data["to"] == State.FULFILLED for _, _, data in timelines[pk])
+            assert subscriptions[pk] == was_fulfilled, f"I3: {ref}: {subscriptions[pk]} subscriptions"
+            assert access_emails[pk] == was_fulfilled, f"I3: {ref}: {access_emails[pk]} access emails"
+
+            # I4: never more than the charge, and every refund here is one Stripe made on this payment.
+            assert sum(a for _, a in refunds[pk]) == refunded <= amount, f"I4: {ref} refunded {refunded}"
+            for refund_id, refund_amount in refunds[pk]:
+                made = stripe_refunds.get(refund_id)
+                assert made is not None and made.amount == refund_amount, f"I4: {refund_id} is not Stripe's"
+                assert made.payment_intent == pi_id, f"I4: {ref}: {refund_id} refunds another payment"
+
+    # --- healing, then liveness ------------------------------------------------------------
+
+    def heal(self) -> None:
+        """No more crashes. Stripe delivers all it owes; jobs run until a run changes nothing."""
+        last = None
+        for _ in range(8):
+            self.example.shift(3600)  # past every rate limit, recheck interval and email backoff
+            with self.step():
+                while self.stripe.pending:
+                    event = self.stripe.pending.pop(0)
+                    assert self.stripe.deliver(event) == 200, f"healing: webhook {event['type']} refused"
+            with self.step():
+                run = reconciliation.run()
+                emails.send_due_emails()
+            assert run.ok, run.errors
+            now = self.snapshot()
+            if now == last and not self.stripe.pending:
+                return
+            last = now
+        pytest.fail("the jobs kept changing things after 8 runs")
+
+    def snapshot(self) -> tuple:
+        return (
+            sorted(Order.objects.values_list("reference", "state", "refunded_cents", "needs_attention")),
+            Refund.objects.count(),
+            Subscription.objects.count(),
+            sorted(OutboundEmail.objects.values_list("kind", "to", "status")),
+        )
+
+    def check_liveness(self) -> None:
+        orders = {o.stripe_payment_intent_id: o for o in Order.objects.exclude(stripe_payment_intent_id=None)}
+        for pi_id, pi in self.stripe.fake.intents.items():
+            if pi["status"] != "succeeded":
+                continue
+            # I2: every succeeded payment ends fulfilled or refunded.
+            order = orders.get(pi_id)
+            assert order is not None, f"I2: {pi_id} succeeded and has no order"
+            ref = f"{order.reference} ({order.state})"
+            assert order.state in (State.FULFILLED, State.REFUNDED), f"I2: {pi_id} succeeded but {ref}"
+            # I4: every refund made in Stripe is recorded here; a full one ends the order.
+            assert order.refunded_cents == self.stripe.refunded(pi_id), f"I4: {ref} refunds differ from Stripe"
+            if order.refunded_cents >= order.amount_cents:
+                assert order.state == State.REFUNDED, f"I4: {ref} fully refunded in Stripe"
+        unsent = OutboundEmail.objects.exclude(status=OutboundEmail.Status.SENT)
+        assert not unsent.exists(), f"emails never sent: {list(unsent)}"
+
+
+@pytest.fixture
+def world(plan, webhook_endpoint) -> type[PaidUpWorld]:
+    """The machine class, bound to rows that outlive the examples: plans, endpoint, support."""
+    PlanFactory(slug="pro-month", name="PaidUp Pro, one month", amount_cents=PLANS["pro-month"], duration_days=31)
+    assert plan.amount_cents == PLANS[plan.slug]
+    support_user = User.objects.create(email="ada@support.paidup.example", is_staff=True, is_superuser=True)
+    return type("World", (PaidUpWorld,), {"endpoint": webhook_endpoint, "support_user": support_user})
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(300 + EXAMPLES * 3)  # Hypothesis may shrink a failure for up to 300 s
+def test_it_never_loses_a_paid_order(world):
+    run_state_machine_as_test(
+        world,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        ),
+    )
+
+
+# Sequences Hypothesis found, kept as plain tests: they run every time, whatever it generates.
+
+
+@pytest.mark.django_db
+def test_a_payment_refunded_in_full_while_its_fulfilment_kept_crashing_ends_refunded_without_access(world):
+    state = world()
+    try:
+        state.someone_pays_outside_checkout(email="ada@example.com")
+        state.support_refunds_in_stripe_dashboard(which=0, full=True)
+        # Adopting the payment crashes in fulfil(); the same run still records the refund.
+        state.reconciliation_runs(crash="fulfil_before_commit")
+        state.orders_are_safe()
+        state.reconciliation_runs(crash=None)
+        state.orders_are_safe()
+        order = Order.objects.get()
+        assert order.state == State.REFUNDED and order.refunded_cents == order.amount_cents
+        assert not Subscription.objects.exists()
+        assert list(OutboundEmail.objects.filter(order=order).values_list("kind", flat=True)) == ["refund"]
+    finally:
+        state.teardown()
+
+
+@pytest.mark.django_db
+def test_a_new_attempt_after_a_failed_3d_secure_charges_the_plan_chosen_on_that_submit(world):
+    state = world()
+    try:
+        checkout = state.first_customer_opens_checkout(email="ada@example.com")
+        state.customer_pays(checkout=checkout, card="requires_action", plan="pro-year", crash=None)
+        state.customer_answers_3d_secure(which=0, passes=False)
+        # The order still says "requires_action": only Stripe knows the attempt is over.
+        state.customer_pays(checkout=checkout, card="succeeded", plan="pro-month", crash=None)
+        state.orders_are_safe()
+        order = checkout.order()
+        assert (order.state, order.amount_cents) == (State.FULFILLED, PLANS["pro-month"])
+    finally:
+        state.teardown()
