@@ -181,11 +181,12 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
         logger.warning("order %s: could not reach Stripe", order.reference, exc_info=True)
         return order
     status = payment_intent["status"]
-    if status == "succeeded":
-        return _fulfil_or_leave(order, payment_intent=payment_intent)
     if status != order.stripe_payment_status:
+        # Recorded before fulfilling: if fulfilment fails, every page still knows the money moved.
         Order.objects.filter(pk=order.pk).update(stripe_payment_status=status)
         order.stripe_payment_status = status
+    if status == "succeeded":
+        return _fulfil_or_leave(order, payment_intent=payment_intent)
     if status == "canceled":
         with transaction.atomic():
             order = Order.objects.select_for_update().get(pk=order.pk)

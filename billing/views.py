@@ -39,6 +39,10 @@ def checkout_view(request):
         return _checkout_post(request, reference)
 
     order = Order.objects.filter(reference=reference).first() if reference else None
+    if order is not None and order.stripe_payment_status == "requires_action":
+        # The bank check may have been finished since, and the money taken, before the
+        # webhook or the order page told us: ask Stripe before saying "not charged".
+        order = checkout.sync_with_stripe(order, min_interval=0)
     if _resumable(order):
         return redirect(reverse("billing:order", args=[order.reference]) + "?resumed=1")
     if order is not None and order.state != Order.State.PENDING:

@@ -141,9 +141,17 @@ class PaidUpWorld(RuleBasedStateMachine):
             assert client.get("/checkout/").status_code == 200
         return Checkout(client, cookie_reference(client), email)
 
-    @rule(checkout=checkouts, card=st.sampled_from(CARDS), plan=st.sampled_from(sorted(PLANS)), crash=CHECKOUT_CRASH)
-    def customer_pays(self, checkout, card, plan, crash):
-        """Submits the form (again, if they did before): a resubmit must never charge twice."""
+    @rule(
+        checkout=checkouts,
+        card=st.sampled_from(CARDS),
+        plan=st.sampled_from(sorted(PLANS)),
+        crash=CHECKOUT_CRASH,
+        new_email=st.none() | st.sampled_from(EMAILS),
+    )
+    def customer_pays(self, checkout, card, plan, crash, new_email=None):
+        """Submits the form (again, if they did before, perhaps correcting their email): a
+        resubmit must never charge twice."""
+        checkout.email = new_email or checkout.email
         before = set(self.stripe.fake.intents)
         self.stripe.fake.next_status = card
         form = {"email": checkout.email, "payment_method": PAYMENT_METHOD, "plan": plan}
@@ -158,6 +166,21 @@ class PaidUpWorld(RuleBasedStateMachine):
             assert self.stripe.fake.intents[pi]["amount"] == PLANS[plan], (
                 "charged for a plan the customer did not choose"
             )
+
+    @rule(checkout=checkouts)
+    def customer_comes_back_to_checkout(self, checkout):
+        """Back button or a new tab: whoever was charged, or may be, sees their order first."""
+        with self.step():
+            response = checkout.client.get("/checkout/")
+        order = checkout.order()
+        charged = order is not None and any(pi["status"] == "succeeded" for pi in self.stripe.of_order(order))
+        assert response.status_code in (200, 302)
+        if charged and order.state in (State.PENDING, State.PAID):
+            assert response.status_code == 302, f"{order} was charged, but the customer is invited to pay again"
+        if charged:
+            assert "not been charged" not in response.content.decode(), f"{order} was charged; the page says not"
+        # A finished order's checkout is over: the page starts a new one (a new reference).
+        checkout.reference = cookie_reference(checkout.client)
 
     @precondition(lambda self: self.stripe.with_status("requires_action"))
     @rule(which=st.integers(0, 3), passes=st.booleans())
@@ -296,9 +319,11 @@ class PaidUpWorld(RuleBasedStateMachine):
             "order_id", "kind", "actor", "data"
         ):
             timelines[order_id].append((kind, actor, data))
-        access_emails = Counter(
-            OutboundEmail.objects.filter(kind__in=OutboundEmail.ACCESS_KINDS).values_list("order_id", flat=True)
-        )
+        access_emails = defaultdict(list)
+        for order_id, to in OutboundEmail.objects.filter(kind__in=OutboundEmail.ACCESS_KINDS).values_list(
+            "order_id", "to"
+        ):
+            access_emails[order_id].append(to)
         subscriptions = Counter(Subscription.objects.values_list("order_id", flat=True))
         refunds = defaultdict(list)
         for order_id, refund_id, amount in Refund.objects.values_list("order_id", "stripe_refund_id", "amount_cents"):
@@ -328,10 +353,14 @@ class PaidUpWorld(RuleBasedStateMachine):
             assert state in _forward(before), f"{ref} moved backwards from {before}"
             self.last_state[pk] = state
 
-            # I3: one subscription and one access email, and only for an order that was fulfilled.
+            # I3: one subscription and one access email, and only for an order that was fulfilled;
+            # the email goes where the customer said when they paid.
             was_fulfilled = any(data["to"] == State.FULFILLED for _, _, data in timelines[pk])
             assert subscriptions[pk] == was_fulfilled, f"I3: {ref}: {subscriptions[pk]} subscriptions"
-            assert access_emails[pk] == was_fulfilled, f"I3: {ref}: {access_emails[pk]} access emails"
+            assert len(access_emails[pk]) == was_fulfilled, f"I3: {ref}: {len(access_emails[pk])} access emails"
+            if access_emails[pk]:
+                paid_with = self.stripe.fake.intents[pi_id]["metadata"]["email"]
+                assert access_emails[pk][0].lower() == paid_with.lower(), f"{ref}: access sent to {access_emails[pk]}"
 
             # I4: never more than the charge, and every refund here is one Stripe made on this payment.
             assert sum(a for _, a in refunds[pk]) == refunded <= amount, f"I4: {ref} refunded {refunded}"
@@ -444,5 +473,19 @@ def test_a_new_attempt_after_a_failed_3d_secure_charges_the_plan_chosen_on_that_
         state.orders_are_safe()
         order = checkout.order()
         assert (order.state, order.amount_cents) == (State.FULFILLED, PLANS["pro-month"])
+    finally:
+        state.teardown()
+
+
+@pytest.mark.django_db
+def test_a_customer_back_on_the_checkout_after_passing_3d_secure_is_not_told_they_were_not_charged(world):
+    state = world()
+    try:
+        checkout = state.first_customer_opens_checkout(email="ada@example.com")
+        state.customer_pays(checkout=checkout, card="requires_action", plan="pro-year", crash=None)
+        state.customer_answers_3d_secure(which=0, passes=True)
+        # Before the webhook or the order page: only Stripe knows the money moved.
+        state.customer_comes_back_to_checkout(checkout=checkout)
+        state.orders_are_safe()
     finally:
         state.teardown()
