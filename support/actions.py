@@ -56,7 +56,11 @@ def fulfil_verified(order: Order, user) -> Done:
         result = fulfil(order, via=Order.Via.SUPPORT, payment_intent=payment_intent, actor=actor(user))
     except (NotFulfillable, PaymentMismatch) as problem:
         raise ActionRefused(str(problem)) from problem
+    if result.order.state == Order.State.REFUNDED:  # refunded in full before anyone fulfilled it
+        return Done(f"{order.reference} was refunded in full before it was fulfilled; no access given.", result.order)
     _clear_attention(result.order, user)
+    if not result.fulfilled_now:  # the webhook, the return page or reconciliation got there first
+        return Done(f"{order.reference} was already fulfilled; nothing done.", result.order)
     return Done(f"{order.reference} fulfilled; the customer gets the recovery email.", result.order)
 
 
