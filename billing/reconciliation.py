@@ -196,12 +196,17 @@ def _close(ctx: Context, order: Order, message: str) -> None:
 # --- step 3 ---------------------------------------------------------------------------
 
 
+def scan_since(ctx: Context, cursor: int | None) -> int:
+    """Where a Stripe-side scan starts: the last cursor minus the overlap, or, on the first
+    run, RECONCILE_FIRST_SCAN_SECONDS back."""
+    if cursor is None:
+        return int((ctx.now - timedelta(seconds=settings.RECONCILE_FIRST_SCAN_SECONDS)).timestamp())
+    return cursor - settings.RECONCILE_SCAN_OVERLAP_SECONDS
+
+
 def scan_stripe(ctx: Context) -> None:
     cursor = last_cursor()
-    if cursor is None:
-        since = int((ctx.now - timedelta(seconds=settings.RECONCILE_FIRST_SCAN_SECONDS)).timestamp())
-    else:
-        since = cursor - settings.RECONCILE_SCAN_OVERLAP_SECONDS
+    since = scan_since(ctx, cursor)
     newest = cursor or since
     for page in gateway.succeeded_payment_pages(since):
         _scan_page(ctx, [event.data.object for event in page])
@@ -341,12 +346,7 @@ def replay_webhooks(ctx: Context) -> None:
 
 
 def record_refunds(ctx: Context) -> None:
-    cursor = last_cursor()
-    if cursor is None:
-        since = int((ctx.now - timedelta(seconds=settings.RECONCILE_FIRST_SCAN_SECONDS)).timestamp())
-    else:
-        since = cursor - settings.RECONCILE_SCAN_OVERLAP_SECONDS
-    for page in gateway.refund_pages(since):
+    for page in gateway.refund_pages(scan_since(ctx, last_cursor())):
         refunds = [r for r in page if r.status in ("succeeded", "pending") and r.payment_intent]
         seen = set(
             Refund.objects.filter(stripe_refund_id__in=[r.id for r in refunds]).values_list(

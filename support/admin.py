@@ -6,6 +6,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin import ReadOnlyAdmin
+
 from .actions import actor
 from .models import Alert, RefundRequest, SupportCase
 from .queue import age
@@ -52,7 +54,7 @@ class SupportCaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdmin):
     list_display = ["reason", "order_link", "message", "created_at", "resolved_at"]
     list_filter = ["reason", ("resolved_at", admin.EmptyFieldListFilter)]
     list_select_related = ["order"]
@@ -62,18 +64,9 @@ class AlertAdmin(admin.ModelAdmin):
     def order_link(self, alert: Alert):
         return _order_link(alert)
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(RefundRequest)
-class RefundRequestAdmin(admin.ModelAdmin):
+class RefundRequestAdmin(ReadOnlyAdmin):
     list_display = ["token", "order_link", "amount_cents", "requested_by", "stripe_refund_id", "created_at"]
     list_select_related = ["order"]
     search_fields = ["=order__reference", "=stripe_refund_id"]
@@ -82,12 +75,3 @@ class RefundRequestAdmin(admin.ModelAdmin):
     @admin.display(description="order")
     def order_link(self, request_: RefundRequest):
         return _order_link(request_)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
