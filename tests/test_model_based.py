@@ -281,6 +281,26 @@ class PaidUpWorld(RuleBasedStateMachine):
             except FailpointError:
                 assert crash
 
+    def payments_without_order(self) -> list[dict]:
+        known = set(
+            Order.objects.exclude(stripe_payment_intent_id=None).values_list("stripe_payment_intent_id", flat=True)
+        )
+        return [pi for pi in self.stripe.with_status("succeeded") if pi["id"] not in known]
+
+    @precondition(lambda self: self.payments_without_order())
+    @rule(by_charge=st.booleans(), crash=st.none() | st.just("fulfil_before_commit"))
+    def support_attaches_payment_from_console(self, by_charge, crash):
+        """A customer writes in with a Stripe receipt for a payment we have no order for;
+        support pastes its id (PaymentIntent or charge) into the console."""
+        pi = self.payments_without_order()[0]
+        with self.step(crash):
+            try:
+                done = actions.attach_payment(pi["latest_charge"] if by_charge else pi["id"], self.support_user)
+            except FailpointError:
+                assert crash
+            else:
+                assert done.order.state == State.FULFILLED, done.message
+
     @precondition(lambda self: self.orders(State.PAID, State.FULFILLED))
     @rule(which=st.integers(0, 3), full=st.booleans(), double_submit=st.booleans())
     def support_refunds_from_console(self, which, full, double_submit):
