@@ -2,12 +2,12 @@
 PaidUp's real entry points, and checks the invariants of the design card after every step.
 
 The world: customers open checkouts and pay (card succeeds, is declined, is refused, or needs
-3-D Secure, which the customer later passes or fails), someone pays outside any checkout,
-Stripe cancels payments, refunds them from its dashboard, and delivers webhooks late, twice,
-out of order or never. The server crashes at any failpoint during a request, a webhook, a
-reconciliation run or a support action. Customers visit their order page; reconciliation
-runs; support fulfils (the console checks Stripe first) and refunds from the console; time
-passes.
+3-D Secure, which the customer later passes or fails), correct their email, come back to the
+checkout and visit their order page; someone pays outside any checkout; Stripe cancels
+payments, is refunded from its dashboard, and delivers webhooks late, twice, out of order or
+never. The server crashes at any failpoint during a request, a webhook, a reconciliation run
+or a support action, and Stripe's API is sometimes unreachable. Reconciliation runs; support
+fulfils, refunds and attaches payments from the console; time passes.
 
 After every step: I1, I3, I4 (so far), I5, and no order moves backwards. At the end of every
 example (`state.teardown()` in a failing sequence) the world heals: Stripe delivers
@@ -115,15 +115,20 @@ class PaidUpWorld(RuleBasedStateMachine):
             self.example.close()
 
     @contextmanager
-    def step(self, crash: str | None = None):
+    def step(self, crash: str | None = None, *, stripe_down: bool = False):
         """One thing happening in the world: a second passes, the server may crash at `crash`,
-        work handed to after-commit (emails) runs, and Stripe queues the events it owes."""
+        Stripe's API may be unreachable, work handed to after-commit (emails) runs, and Stripe
+        queues the events it owes."""
         self.example.shift(1)
-        with (
-            override_settings(FAILPOINTS=f"{crash}=raise" if crash else ""),
-            TestCase.captureOnCommitCallbacks(execute=True),
-        ):
-            yield
+        self.stripe.fake.down = stripe_down
+        try:
+            with (
+                override_settings(FAILPOINTS=f"{crash}=raise" if crash else ""),
+                TestCase.captureOnCommitCallbacks(execute=True),
+            ):
+                yield
+        finally:
+            self.stripe.fake.down = False
         self.stripe.emit_events()
 
     # --- customers ---------------------------------------------------------------------
@@ -190,10 +195,16 @@ class PaidUpWorld(RuleBasedStateMachine):
         with self.step():
             self.stripe.fake.settle(pi, "succeeded" if passes else "requires_payment_method")
 
-    @rule(checkout=checkouts, wait=st.sampled_from([0, 4]), crash=st.none() | st.just("fulfil_before_commit"))
-    def customer_visits_order_page(self, checkout, wait, crash):
+    @rule(
+        checkout=checkouts,
+        wait=st.sampled_from([0, 4]),
+        crash=st.none() | st.just("fulfil_before_commit"),
+        stripe_down=st.booleans(),
+    )
+    def customer_visits_order_page(self, checkout, wait, crash, stripe_down=False):
+        """The page never fails, whatever crashes and even when Stripe cannot be reached."""
         self.example.shift(wait)  # the page asks Stripe at most every 3 s
-        with self.step(crash):
+        with self.step(crash, stripe_down=stripe_down):
             status = checkout.client.get(f"/orders/{checkout.reference}/").status_code
             assert status == (200 if checkout.order() else 404), f"order page answered {status}"
 
@@ -252,12 +263,12 @@ class PaidUpWorld(RuleBasedStateMachine):
 
     # --- PaidUp's jobs and support -------------------------------------------------------
 
-    @rule(crash=FULFIL_CRASH)
-    def reconciliation_runs(self, crash):
-        with self.step(crash):
+    @rule(crash=FULFIL_CRASH, stripe_down=st.booleans())
+    def reconciliation_runs(self, crash, stripe_down=False):
+        with self.step(crash, stripe_down=stripe_down):
             run = reconciliation.run()
         assert run is not None, "reconciliation found its lock held"
-        assert run.ok or crash, run.errors
+        assert run.ok or crash or stripe_down, run.errors
 
     def orders(self, *states: str) -> list[Order]:
         """Orders in these states with a payment, in a stable order (for `which`)."""
@@ -265,19 +276,20 @@ class PaidUpWorld(RuleBasedStateMachine):
         return list(found.order_by("created_at", "stripe_payment_intent_id"))
 
     @precondition(lambda self: self.orders(State.PENDING, State.PAID))
-    @rule(which=st.integers(0, 3), crash=st.none() | st.just("fulfil_before_commit"))
-    def support_fulfils_from_console(self, which, crash):
+    @rule(which=st.integers(0, 3), crash=st.none() | st.just("fulfil_before_commit"), stripe_down=st.booleans())
+    def support_fulfils_from_console(self, which, crash, stripe_down=False):
         """A customer writes in ("charged, no access"); support presses "fulfil", which asks
         Stripe first and refuses unless the payment succeeded."""
         candidates = self.orders(State.PENDING, State.PAID)
         order = candidates[which % len(candidates)]
-        with self.step(crash):
+        with self.step(crash, stripe_down=stripe_down):
             try:
                 actions.fulfil_verified(order, self.support_user)
             except actions.ActionRefused as refusal:
                 order.refresh_from_db()
                 paid = self.stripe.fake.intents[order.stripe_payment_intent_id]["status"] == "succeeded"
-                assert not paid or order.state == State.REFUNDED, f"support could not fulfil {order}: {refusal}"
+                refused_rightly = not paid or order.state == State.REFUNDED or stripe_down
+                assert refused_rightly, f"support could not fulfil {order}: {refusal}"
             except FailpointError:
                 assert crash
 
