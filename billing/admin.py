@@ -10,9 +10,12 @@ import logging
 
 import stripe
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import Q
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from support import admin_views, mirror
@@ -37,6 +40,27 @@ SUGGESTED_REPLY = {
     "unknown_payment": "resolved",
     "two_payments": "acknowledge",
 }
+
+
+class EstimatedCountPaginator(Paginator):
+    """The unfiltered order list on a big PostgreSQL table counts by the planner's estimate:
+    COUNT(*) over a million rows was most of the page's time (docs/benchmarks.md). Filtered
+    and small lists count exactly."""
+
+    EXACT_BELOW = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        query = getattr(self.object_list, "query", None)
+        if connection.vendor == "postgresql" and query is not None and not query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [query.model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] >= self.EXACT_BELOW:
+                return row[0]
+        return super().count
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -101,6 +125,7 @@ class OrderAdmin(admin.ModelAdmin):
         "Email, reference (PU-…), or a Stripe id: PaymentIntent pi_…, charge ch_…, customer cus_…, refund re_…"
     )
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     date_hierarchy = None
     list_per_page = 50
     change_form_template = "admin/billing/order/change_form.html"

@@ -873,3 +873,13 @@ def test_refresh_syncs_every_object_of_the_order(stripe_api, monkeypatch):
         ("Customer", order.stripe_customer_id),
         ("Refund", "re_1"),
     ]
+
+
+def test_the_order_list_counts_exactly_below_the_estimate_threshold(plan):
+    from billing.admin import EstimatedCountPaginator
+    from billing.models import Order
+    from tests.factories import OrderFactory
+
+    OrderFactory.create_batch(3, plan=plan)
+    assert EstimatedCountPaginator(Order.objects.all(), 50).count == 3
+    assert EstimatedCountPaginator(Order.objects.filter(state="pending"), 50).count == 3
