@@ -22,11 +22,9 @@ no time limit to pass (STYLE.md).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import sys
@@ -34,7 +32,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +47,16 @@ from bench.backlog_report import (  # noqa: E402
     read_effects,
     snapshot,
 )
+from bench.backlog_setup import (  # noqa: E402
+    admin_sql,
+    build_event,
+    new_orders,
+    pay,
+    save_orders,
+    seed,
+    server_env,
+    setup_django,
+)
 from bench.harness import (  # noqa: E402
     Abort,
     CpuMeter,
@@ -62,7 +69,6 @@ from bench.harness import (  # noqa: E402
 
 VENV_BIN = ROOT / ".venv" / "bin"
 SETTINGS = {"paidup": "config.settings", "stock": "bench.settings_stock"}
-TEST_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,9 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="sender connections (Stripe's side)")
     p.add_argument(
         "--servers",
-        default="2x4",
+        default="4x1",
         help="gunicorn configurations to measure, WORKERSxTHREADS[,…] (threads > 1: gthread worker class); "
-        "each gets its own fresh backlog for every variant",
+        "each gets its own fresh backlog for every variant; repeat one (2x4,2x4) to alternate the variants",
     )
     p.add_argument("--conn-max-age", type=int, default=600, help="CONN_MAX_AGE for the server")
     p.add_argument("--variants", default="paidup,stock", help="which to run, in order")
@@ -118,134 +124,18 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# --- the scratch database and Django in this process ------------------------------------
-
-
-def admin_sql(pg: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def server_env(args: argparse.Namespace, db_url: str, site_port: int, stripe_port: int) -> dict:
-    return {
-        **os.environ,
-        "DEBUG": "0",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SITE_URL": f"http://127.0.0.1:{site_port}",
-        "DATABASE_URL": db_url,
-        "CONN_MAX_AGE": str(args.conn_max_age),
-        "STRIPE_SECRET_KEY": "sk_test_paidupBench" + secrets.token_hex(12),
-        "STRIPE_PUBLISHABLE_KEY": "pk_test_paidupBench" + secrets.token_hex(12),
-        "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def setup_django(env: dict) -> None:
-    """Django in this process, on the scratch database (which may not be migrated yet)."""
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-
-    django.setup()
-
-
-def seed():
-    """The plan and dj-stripe's account, key and endpoint rows; returns the endpoint."""
-    from django.core.management import call_command
-
-    from billing.stripe_setup import seed_local
-
-    call_command("seed_demo", stdout=io.StringIO())
-    return seed_local()
-
-
-# --- orders, PaymentIntents and events ----------------------------------------------------
-
-
-def new_orders(variant: str, n: int, rng: random.Random) -> list:
-    """Orders in memory (saved later: the database may still be migrating)."""
-    from billing.management.commands.seed_demo import DEMO_PLAN
-    from billing.models import Order
-    from billing.models.orders import REFERENCE_ALPHABET, REFERENCE_PREFIX
-
-    references: set[str] = set()
-    while len(references) < n:
-        references.add(REFERENCE_PREFIX + "".join(rng.choices(REFERENCE_ALPHABET, k=6)))
-    return [
-        Order(
-            reference=reference,
-            email=f"{variant}-{i:05d}@bench.paidup.example",
-            amount_cents=DEMO_PLAN["amount_cents"],
-            currency=DEMO_PLAN["currency"],
-        )
-        for i, reference in enumerate(sorted(references))
-    ]
-
-
-def pay(orders: list, concurrency: int) -> list[dict]:
-    """A real, succeeded PaymentIntent in localstripe for every order, through PaidUp's own
-    gateway (customer, PaymentIntent, confirm). Each order is then left as a crash right after
-    the charge leaves it: pending, with its PaymentIntent id, never told that it succeeded."""
-    from billing import gateway
-
-    def one(order) -> dict:
-        pm = gateway.client().v1.payment_methods.create({"type": "card", "card": TEST_CARD})
-        order.payment_attempts = 1
-        payment_intent = gateway.create_payment_intent(order, pm.id)
-        order.stripe_payment_intent_id = payment_intent.id
-        order.stripe_customer_id = payment_intent.customer or ""
-        order.stripe_payment_status = payment_intent.status
-        charge = gateway.confirm(order, payment_intent.id)
-        if charge.status != "succeeded":
-            raise RuntimeError(f"{order.reference}: PaymentIntent {charge.payment_intent_id} is {charge.status}")
-        return charge.payment_intent.to_dict()
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(one, orders))
-
-
-def save_orders(orders: list) -> None:
-    from billing.models import Order, Plan
-
-    plan = Plan.objects.get(slug="pro-year")
-    for order in orders:
-        order.plan = plan
-    Order.objects.bulk_create(orders, batch_size=500)
-
-
-def build_event(payment_intent: dict, api_version: str) -> tuple[str, bytes]:
-    event_id = "evt_" + secrets.token_hex(12)
-    event = {
-        "id": event_id,
-        "object": "event",
-        "api_version": api_version,
-        "created": int(time.time()),
-        "data": {"object": payment_intent},
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": "payment_intent.succeeded",
-    }
-    return event_id, json.dumps(event, indent=2).encode()
-
-
-def backlog(name: str, server: tuple[int, int], args, rng: random.Random) -> Variant:
+def backlog(name: str, server: tuple[int, int], run: int, args, rng: random.Random) -> Variant:
     from djstripe.settings import djstripe_settings
 
-    orders = new_orders(f"{name}-{server[0]}x{server[1]}", args.events, rng)
-    log(f"{TITLES[name]}, server {server[0]}x{server[1]}: paying {len(orders)} orders in localstripe")
+    orders = new_orders(f"{name}-{server[0]}x{server[1]}-{run}", args.events, rng)
+    log(f"{TITLES[name]}, server {server[0]}x{server[1]} (run {run}): paying {len(orders)} orders in localstripe")
     pis = pay(orders, concurrency=8)
     ids, bodies = zip(*(build_event(pi, djstripe_settings.STRIPE_API_VERSION) for pi in pis), strict=True)
     order = list(range(len(bodies)))
     rng.shuffle(order)  # a backlog arrives in no particular order
     dups = sorted(rng.sample(range(len(bodies)), round(args.duplicates * len(bodies))))
     pick = lambda seq: [seq[i] for i in order]  # noqa: E731
-    return Variant(name, server, pick(orders), pick(pis), pick(ids), pick(bodies), dups)
+    return Variant(name, server, pick(orders), pick(pis), pick(ids), pick(bodies), dups, run)
 
 
 # --- one variant against its own gunicorn -------------------------------------------------
@@ -385,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_django(env)
         wait_for_line(workdir / "localstripe.log", "Running on", localstripe)
         # Paying in localstripe overlaps with the migration: both take tens of seconds.
-        variants = [backlog(name, server, args, rng) for server in args.servers for name in args.variants]
+        variants = [
+            backlog(name, server, args.servers[: i + 1].count(server), args, rng)
+            for i, server in enumerate(args.servers)
+            for name in args.variants
+        ]
         while migrate.poll() is None:
             time.sleep(0.2)
         if migrate.returncode:
