@@ -9,11 +9,13 @@ Issue 3, item 9. On a scratch PostgreSQL database (created, migrated, dropped at
                all minutes old, so every run re-reads all of them (the scan's 10-minute overlap)
   crash        a real `manage.py qcluster` with the default schedule (reconcile every minute,
                grace 60 s) and orders left pending right after a succeeded charge (a server
-               crash, no webhook): seconds from the crash until the recovery email is queued
+               crash, no webhook): seconds from the crash until the recovery email is queued;
+               then --backlog unknown payments at once into that cluster (a q task has 60 s)
 
-Scenarios: N healthy fulfilled orders whose payments are in Stripe (--sizes, default 1k and
-10k), and --unknown payments that succeeded in Stripe with no order here (default 1k; their
-metadata carries the email, as PaidUp's checkout puts it there). The fake also runs the
+Scenarios: N healthy fulfilled orders whose payments are in Stripe (--sizes, default none, 1k
+and 10k), the first size with --stuck crashed checkouts beside (pending, paid in Stripe five
+minutes ago), and --unknown payments that succeeded in Stripe with no order here (default 1k;
+their metadata carries the email, as PaidUp's checkout puts it there). The fake also runs the
 unknown payments with the email only on the Stripe customer (one customer lookup each).
 Each scenario gets two runs of billing.reconciliation.run(): the first (no cursor: it scans
 RECONCILE_FIRST_SCAN_SECONDS back) and the second (from the first run's cursor minus the
@@ -21,7 +23,7 @@ overlap). For each: database queries (all of them, by step, and per page of the 
 Stripe requests (the run's counts["stripe_requests"], by call; against localstripe also the
 HTTP requests in its log), pages of events, time, and the load average beside them.
 
-    .venv/bin/python bench/reconcile.py                         # everything, about 10 min
+    .venv/bin/python bench/reconcile.py                         # everything, about 15 min
     .venv/bin/python bench/reconcile.py --parts fake --sizes 1000,10000,50000
     .venv/bin/python bench/reconcile.py --parts crash --crashes 5
 
