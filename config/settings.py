@@ -177,8 +177,9 @@ FAILPOINTS = env.str("FAILPOINTS", "")
 Q_CLUSTER = {
     "name": "paidup",
     "workers": env.int("Q_WORKERS", 2),
-    "timeout": 60,
-    "retry": 90,
+    # A reconciliation run catching up on a backlog may take minutes (Stripe pacing: 20/s).
+    "timeout": 600,
+    "retry": 660,
     "max_attempts": 1,
     "catch_up": False,
     "orm": "default",
