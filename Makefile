@@ -10,7 +10,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint chromium bench clean
+AXE := tests/a11y/node_modules/axe-core/axe.min.js
+
+.PHONY: install run test lint chromium axe bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,13 +25,22 @@ install: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# axe-core for the accessibility audit (tests/test_a11y.py), pinned by tests/a11y/package-lock.json:
+# `npm ci` installs exactly that from the npm registry (Debian's npm if node has none).
+$(AXE): tests/a11y/package.json tests/a11y/package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error
+	@touch $@
+
+axe: $(AXE)
+
 run: install
 	@mkdir -p var
 	DEBUG=1 $(BIN)/python manage.py migrate --no-input -v0
 	DEBUG=1 $(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "  Checkout:     http://127.0.0.1:$(PORT)/checkout/   (card 4242 4242 4242 4242, any future date, any CVC)"
-	@echo "  Admin:        http://127.0.0.1:$(PORT)/admin/      (the dev support login is printed above)"
+	@echo "  Admin:        http://127.0.0.1:$(PORT)/admin/      (the dev support login and its codes are printed above)"
 	@echo "  Sent emails:  http://127.0.0.1:$(PORT)/dev/emails/ (and printed by the worker below)"
 	@echo "  Fake Stripe:  http://127.0.0.1:$(LOCALSTRIPE_PORT)/ (localstripe; state in var/localstripe)"
 	@echo "  Ctrl-C stops everything."
@@ -37,14 +48,17 @@ run: install
 	WEB_PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) SITE_URL=http://127.0.0.1:$(PORT) \
 		STRIPE_API_BASE=http://127.0.0.1:$(LOCALSTRIPE_PORT) $(BIN)/honcho -f Procfile.dev -e dev.env start
 
-test: install chromium
+test: install chromium axe
 	$(BIN)/pytest
 
+# ruff, the import contracts of the house (pyproject.toml [tool.importlinter]), the size rule, and bandit
+# (security lint, pyproject.toml [tool.bandit]) on the production code.
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports && $(BIN)/python tools/sizes.py \
+		&& $(BIN)/bandit -q -c pyproject.toml -r accounts billing config outbox support
 
 bench: install
 	$(BIN)/python bench/webhook_backlog.py
 
 clean:
-	rm -rf $(VENV) var db.sqlite3* staticfiles
+	rm -rf $(VENV) var db.sqlite3* staticfiles tests/a11y/node_modules

@@ -11,17 +11,12 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bench.harness import admin_sql, setup_django  # noqa: F401  (re-exported for webhook_backlog.py)
+
 TEST_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
 
 
 # --- the scratch database and Django in this process ------------------------------------
-
-
-def admin_sql(pg: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def server_env(args: argparse.Namespace, db_url: str, site_port: int, stripe_port: int) -> dict:
@@ -37,17 +32,10 @@ def server_env(args: argparse.Namespace, db_url: str, site_port: int, stripe_por
         "STRIPE_PUBLISHABLE_KEY": "pk_test_paidupBench" + secrets.token_hex(12),
         "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "LOG_LEVEL": "INFO",
+        # Emails go to the server logs here, on purpose (paidup.E006 would refuse it otherwise).
+        "ALLOW_CONSOLE_EMAIL": "1",
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def setup_django(env: dict) -> None:
-    """Django in this process, on the scratch database (which may not be migrated yet)."""
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-
-    django.setup()
 
 
 def seed():

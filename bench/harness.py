@@ -1,6 +1,7 @@
-"""Helpers for bench/webhook_backlog.py: processes, a bounded webhook sender, percentiles.
+"""Helpers shared by the benchmarks (bench/webhook_backlog.py, bench/reconcile.py): processes,
+the scratch database, localstripe, Django in this process, a bounded webhook sender, percentiles.
 
-Nothing here knows about PaidUp; the scenario lives in webhook_backlog.py.
+Nothing here knows PaidUp's rules; the scenarios live in the benchmark scripts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -69,6 +71,61 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(list(self.running)):
             self.stop(proc)
+
+
+def log(message: str) -> None:
+    """One timestamped progress line on stderr (the report itself goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load() -> str:
+    """The machine's 1/5/15-minute load averages, e.g. "1.2/0.8/0.5": numbers are read against it."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# --- the scratch database, localstripe and Django ------------------------------------------
+
+
+def admin_sql(pg: str, sql: str) -> None:
+    """Run `sql` on the server `pg` (postgres://user@host:port, no database) in autocommit,
+    as CREATE/DROP DATABASE need."""
+    import psycopg
+
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def start_migrate(procs: Processes, root: Path, env: dict, log_path: Path) -> subprocess.Popen:
+    """`manage.py migrate` on env's DATABASE_URL, in the background (it overlaps other setup)."""
+    python = root / ".venv" / "bin" / "python"
+    return procs.start([str(python), "manage.py", "migrate", "--no-input", "-v0"], log=log_path, env=env, cwd=root)
+
+
+def start_localstripe(procs: Processes, root: Path, env: dict, port: int, workdir: Path) -> subprocess.Popen:
+    """A fresh localstripe on `port`, its state under `workdir` (bench/localstripe_memory.py), its
+    log in workdir/localstripe.log; wait for it with wait_for_line(log, "Running on", proc)."""
+    return procs.start(
+        [
+            str(root / ".venv" / "bin" / "python"),
+            str(root / "bench" / "localstripe_memory.py"),
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--state-dir={workdir / 'localstripe'}",
+            "--from-scratch",
+        ],
+        log=workdir / "localstripe.log",
+        env=env,
+        cwd=root,
+    )
+
+
+def setup_django(env: dict) -> None:
+    """Django in this process, on env's database (which may not be migrated yet)."""
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    import django
+
+    django.setup()
 
 
 def wait_for_http(port: int, path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:

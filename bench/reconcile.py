@@ -56,11 +56,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Abort, Processes, free_port, wait_for_line  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Abort,
+    Processes,
+    admin_sql,
+    free_port,
+    load,
+    log,
+    start_localstripe,
+    start_migrate,
+    wait_for_line,
+)
 
 VENV_BIN = ROOT / ".venv" / "bin"
 TEST_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
-PARTS = ("fake", "localstripe", "crash")
+PARTS = ("fake", "localstripe", "crash", "catchup", "webhooks")
+DEFAULT_PARTS = ("fake", "localstripe", "crash")
 # The gateway functions reconciliation calls; each Stripe request is charged to the one running.
 GATEWAY_CALLS = (
     "succeeded_payment_pages",
@@ -74,7 +86,16 @@ FAKED = GATEWAY_CALLS + ("create_refund", "retrieve_charge", "customers_with_ema
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", default=",".join(PARTS), help=f"which to run, in order: {', '.join(PARTS)}")
+    p.add_argument(
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"which to run, in order: {', '.join(PARTS)} (catchup and webhooks: bench/reconcile_backlog.py)",
+    )
+    p.add_argument("--catchup", type=int, default=200_000, help="catchup: succeeded payments in the window")
+    p.add_argument("--catchup-unknown", type=int, default=100, help="catchup: of which with no order here")
+    p.add_argument("--catchup-max-runs", type=int, default=10, help="catchup: give up after this many runs")
+    p.add_argument("--webhook-rows", type=int, default=100_000, help="webhooks: processed trigger rows")
+    p.add_argument("--repeat", type=int, default=5, help="webhooks: EXPLAIN ANALYZE runs per variant")
     p.add_argument("--sizes", default="0,1000,10000", help="healthy fulfilled orders per scenario (0: idle)")
     p.add_argument("--stuck", type=int, default=50, help="crashed checkouts beside the first non-zero size (0: skip)")
     p.add_argument("--unknown", type=int, default=1000, help="unknown payments (0: skip)")
@@ -106,22 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 # --- the scratch database and Django in this process ------------------------------------
-
-
-def admin_sql(pg: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def django_env(db_url: str, stripe_port: int) -> dict:
@@ -137,20 +143,18 @@ def django_env(db_url: str, stripe_port: int) -> dict:
         "STRIPE_PUBLISHABLE_KEY": "pk_test_paidupBenchRecon" + secrets.token_hex(12),
         "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "LOG_LEVEL": "WARNING",
+        # Emails go to the server logs here, on purpose (paidup.E006 would refuse it otherwise).
+        "ALLOW_CONSOLE_EMAIL": "1",
         "PYTHONUNBUFFERED": "1",
     }
 
 
 def setup_django(env: dict) -> None:
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    harness.setup_django(env)
     import logging
 
-    import django
-
-    django.setup()
     # Every adopted payment logs a support alert at WARNING; the report says how many.
-    logging.getLogger("support.alerts").setLevel(logging.ERROR)
+    logging.getLogger("billing.alerts").setLevel(logging.ERROR)
 
 
 def reset_database() -> None:
@@ -273,9 +277,8 @@ def explain_fixed_queries(order_ids: list) -> dict[str, str]:
     from django.utils import timezone
     from djstripe.models import WebhookEventTrigger
 
-    from billing.models import Order
+    from billing.models import Alert, Order
     from billing.reconciliation import grace
-    from support.models import Alert
 
     now = timezone.now()
     sample = list(Order.objects.filter(pk__in=order_ids[:100]).values_list("pk", "stripe_payment_intent_id"))
@@ -420,14 +423,14 @@ class Meter:
     @contextmanager
     def installed(self):
         """Wrap (and afterwards restore) what the run calls: whatever billing.gateway holds
-        now (the real functions or a fake's), the steps, _scan_page, Budget.spend."""
+        now (the real functions or a fake's), the steps, settle_page, Budget.spend."""
         from django.db import connection
 
         from billing import gateway, reconciliation
 
         saved_gateway = {name: getattr(gateway, name) for name in GATEWAY_CALLS}
         steps = ("fulfil_paid", "check_pending", "scan_stripe", "replay_webhooks", "record_refunds")
-        saved_steps = {name: getattr(reconciliation, name) for name in (*steps, "_scan_page")}
+        saved_steps = {name: getattr(reconciliation, name) for name in (*steps, "settle_page")}
         saved_spend = gateway.Budget.spend
         meter = self
 
@@ -440,7 +443,7 @@ class Meter:
         def scan_page(ctx, payment_intents):
             q0 = meter.queries
             try:
-                return saved_steps["_scan_page"](ctx, payment_intents)
+                return saved_steps["settle_page"](ctx, payment_intents)
             finally:
                 if meter.figures is not None:
                     meter.figures.page_queries.append(meter.queries - q0)
@@ -450,7 +453,7 @@ class Meter:
                 setattr(gateway, name, self._charged_to(name, fn))
             for name in steps:
                 setattr(reconciliation, name, self._step(name, saved_steps[name]))
-            reconciliation._scan_page = scan_page
+            reconciliation.settle_page = scan_page
             gateway.Budget.spend = spend
             with connection.execute_wrapper(self.execute):
                 yield self
@@ -509,7 +512,7 @@ class Scenario:
 
 def check_outcome(s: Scenario, order_ids: list, stuck_ids: list) -> None:
     """What the runs must have left behind: healthy orders untouched, crashed checkouts and
-    unknown payments fulfilled once, with one recovery email each."""
+    unknown payments fulfilled once, with one access email each (the recovery email when late)."""
     from billing.models import Order, OutboundEmail
 
     sample = order_ids or stuck_ids or list(Order.objects.values_list("pk", flat=True)[:100])
@@ -536,7 +539,18 @@ def check_outcome(s: Scenario, order_ids: list, stuck_ids: list) -> None:
             == Order.objects.count()
             == s.size
         )
-        s.checks["one recovery email each"] = emails.filter(kind=OutboundEmail.Kind.RECOVERY).count() == s.size
+        # The recovery email only for a customer who waited past LATE_FULFILMENT_SECONDS since the
+        # charge (fulfilment.is_late); spread() puts the newest payment a minute ago: a confirmation.
+        from django.conf import settings
+
+        late = sum(
+            (o.fulfilled_at - (o.charged_at or o.paid_at)).total_seconds() > settings.LATE_FULFILMENT_SECONDS
+            for o in Order.objects.filter(state=Order.State.FULFILLED)
+        )
+        access = emails.filter(kind__in=[OutboundEmail.Kind.RECOVERY, OutboundEmail.Kind.CONFIRMATION])
+        s.checks["one access email each, the recovery email when late"] = (
+            access.count() == s.size and access.filter(kind=OutboundEmail.Kind.RECOVERY).count() == late
+        )
     first, second = s.runs
     if s.kind == "unknown-customer":
         # One customer lookup per payment: past the budget the run stops, the next one goes on.
@@ -1101,28 +1115,11 @@ def main(argv: list[str] | None = None) -> int:
         stripe_port = free_port()
         stripe_base = f"http://127.0.0.1:{stripe_port}"
         env = django_env(f"{args.pg}/{db_name}", stripe_port)
-        migrate = procs.start(
-            [str(VENV_BIN / "python"), "manage.py", "migrate", "--no-input", "-v0"],
-            log=workdir / "migrate.log",
-            env=env,
-            cwd=ROOT,
-        )
+        migrate = start_migrate(procs, ROOT, env, workdir / "migrate.log")
         ls_log = workdir / "localstripe.log"
         localstripe = None
         if {"localstripe", "crash"} & set(args.parts):
-            localstripe = procs.start(
-                [
-                    str(VENV_BIN / "python"),
-                    str(ROOT / "bench" / "localstripe_memory.py"),
-                    "--host=127.0.0.1",
-                    f"--port={stripe_port}",
-                    f"--state-dir={workdir / 'localstripe'}",
-                    "--from-scratch",
-                ],
-                log=ls_log,
-                env=env,
-                cwd=ROOT,
-            )
+            localstripe = start_localstripe(procs, ROOT, env, stripe_port, workdir)
         log(f"database {db_name} migrating; logs in {workdir}; load {load()}")
         setup_django(env)
         while migrate.poll() is None:
@@ -1162,12 +1159,22 @@ def main(argv: list[str] | None = None) -> int:
                 scenarios.append(localstripe_scenario(scenario, meter, rng, args, stripe_base, http_count))
         if "crash" in args.parts:
             crash = crash_part(args, procs, env, workdir, stripe_base, rng)
+        from bench import reconcile_backlog
+
+        catchup = reconcile_backlog.catchup_part(args, meter, rng) if "catchup" in args.parts else []
+        webhooks = reconcile_backlog.webhooks_part(args, rng) if "webhooks" in args.parts else None
         ok = print_report(args, scenarios, crash, setup)
+        if catchup:
+            ok &= reconcile_backlog.print_catchup(catchup)
+        if webhooks:
+            reconcile_backlog.print_webhooks(webhooks)
         if args.json:
             report = {
                 "setup": setup,
                 "scenarios": [{**asdict(s), "runs": [{**asdict(r), "sql": None} for r in s.runs]} for s in scenarios],
                 "crash": crash,
+                "catchup": [{**asdict(c), "runs": [{**asdict(r), "sql": None} for r in c.runs]} for c in catchup],
+                "webhooks": webhooks,
             }
             args.json.write_text(json.dumps(report, indent=2, default=str))
         return 0 if ok else 1

@@ -63,6 +63,8 @@ from bench.harness import (  # noqa: E402
     Processes,
     deliver,
     free_port,
+    log,
+    start_localstripe,
     wait_for_http,
     wait_for_line,
 )
@@ -118,10 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError:
         p.error("--servers: e.g. 2x4 or 2x4,4x1")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def backlog(name: str, server: tuple[int, int], run: int, args, rng: random.Random) -> Variant:
@@ -258,19 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         env = server_env(args, f"{args.pg}/{db_name}", site_port, stripe_port)
         manage = [str(VENV_BIN / "python"), "manage.py"]
         migrate = procs.start([*manage, "migrate", "--no-input", "-v0"], log=workdir / "migrate.log", env=env, cwd=ROOT)
-        localstripe = procs.start(
-            [
-                str(VENV_BIN / "python"),
-                str(ROOT / "bench" / "localstripe_memory.py"),
-                "--host=127.0.0.1",
-                f"--port={stripe_port}",
-                f"--state-dir={workdir / 'localstripe'}",
-                "--from-scratch",
-            ],
-            log=workdir / "localstripe.log",
-            env=env,
-            cwd=ROOT,
-        )
+        localstripe = start_localstripe(procs, ROOT, env, stripe_port, workdir)
         log(f"database {db_name} migrating; localstripe on port {stripe_port}; logs in {workdir}")
         setup_django(env)
         wait_for_line(workdir / "localstripe.log", "Running on", localstripe)

@@ -9,6 +9,7 @@ import logging
 from django.conf import settings
 from django.http import HttpResponseForbidden, HttpResponseNotFound, HttpResponseServerError
 from django.template import loader
+from django.urls import reverse
 
 from . import refcookie
 
@@ -48,19 +49,33 @@ def page_not_found(request, exception=None):
     return HttpResponseNotFound(html)
 
 
+CONSOLE_MESSAGE = (
+    "This page expired (open too long, or you signed in or out in another tab), so nothing was done. "
+    "Go back to the console, reload the page and try again."
+)
+
+
 def csrf_failure(request, reason: str = ""):
     """A refused form, usually because the browser blocks cookies. Nothing was charged: the
-    request was stopped before any payment."""
+    request was stopped before any payment. In the support console (/admin/) there is no payment
+    to speak of: the page says it expired and offers the way back to the console."""
+    console = request.path.startswith(reverse("admin:index"))
     message = (
-        "Your browser did not send the security cookie this page needs, so we stopped before any payment. "
-        "You have not been charged. Please allow cookies for this site, reload the page and try again."
+        CONSOLE_MESSAGE
+        if console
+        else (
+            "Your browser did not send the security cookie this page needs, so we stopped before any payment. "
+            "You have not been charged. Please allow cookies for this site, reload the page and try again."
+        )
     )
     if "application/json" in request.headers.get("Accept", ""):
         from django.http import JsonResponse
 
         return JsonResponse({"error": message}, status=403)
     try:
-        html = loader.get_template("403_csrf.html").render({**_context(request), "message": message}, request)
+        html = loader.get_template("403_csrf.html").render(
+            {**_context(request), "message": message, "console": console}, request
+        )
     except Exception:
         logger.exception("the CSRF failure page failed")
         html = f"<p>{message}</p>"

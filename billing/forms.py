@@ -2,6 +2,8 @@ import re
 
 from django import forms
 
+from accounts.addresses import NormalizedEmailFormField, normalize_email
+
 from .models import Plan
 
 PAYMENT_METHOD_RE = re.compile(r"^(pm|tok)_[A-Za-z0-9]{6,200}$")
@@ -9,7 +11,8 @@ UNREADABLE_CARD = "We couldn't read your card details. Please enter them again. 
 
 
 class CheckoutForm(forms.Form):
-    email = forms.EmailField(
+    # One spelling per customer (accounts.addresses), so every lookup is exact and indexed.
+    email = NormalizedEmailFormField(
         max_length=254,
         error_messages={
             "required": "Please enter your email address: we send your access link there.",
@@ -22,9 +25,15 @@ class CheckoutForm(forms.Form):
     )
     plan = forms.SlugField(required=False)
 
-    def clean_email(self) -> str:
-        # One spelling per customer, so support's email search is an exact, indexed lookup.
-        return self.cleaned_data["email"].strip().lower()
+    def confirms(self, answer: str) -> bool:
+        """Whether the submitted `answer` ("email_checked": the customer kept or chose this
+        address after a typo suggestion; "extend_access": they ticked "another year" for it)
+        names this form's email, in its normal form. An answer given for one address never lets
+        another through; a missing, garbled or oversized answer is no answer. Call after
+        is_valid()."""
+        value = self.data.get(answer, "")
+        email = self.cleaned_data.get("email")
+        return bool(email) and isinstance(value, str) and len(value) <= 254 and normalize_email(value) == email
 
     def clean_payment_method(self) -> str:
         value = self.cleaned_data["payment_method"].strip()
@@ -39,3 +48,17 @@ class CheckoutForm(forms.Form):
         if plan is None:
             raise forms.ValidationError("That plan is not available. Please reload the page and try again.")
         return plan
+
+
+class CorrectEmailForm(forms.Form):
+    """The order page's one correction of an address whose access email bounced."""
+
+    email = NormalizedEmailFormField(
+        label="Your correct email address",
+        max_length=254,
+        error_messages={
+            "required": "Please enter the email address you want your sign-in link sent to.",
+            "invalid": "That doesn't look like an email address. Please check it.",
+            "max_length": "That doesn't look like an email address. Please check it.",
+        },
+    )

@@ -76,29 +76,50 @@ def budget(limit: int, per_second: float = 20.0) -> Iterator[Budget]:
         _budget.reset(token)
 
 
-def _retryable(error: Exception) -> bool:
+def _retryable(error: Exception, *, keyed: bool) -> bool:
+    """Whether the same request may be sent again.
+
+    A 429 (rate limit or `lock_timeout`) and a connection error saved nothing at Stripe, so the
+    same request, under the same idempotency key, is worth another try. A 5xx is retried only
+    without a key: Stripe saves a keyed request's 500 and replays it for 24 hours
+    (https://docs.stripe.com/api/idempotent_requests), so sending it again under the same key
+    can only get the same 500. The caller decides what a fresh key should do.
+    """
     if isinstance(error, stripe.RateLimitError | stripe.APIConnectionError):
         return True
-    return isinstance(error, stripe.APIError) and (error.http_status or 500) >= 500
+    return not keyed and isinstance(error, stripe.APIError) and (error.http_status or 500) >= 500
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # a seam: tests replace it so that retries cost no wall time
+
+
+def _has_key(args: tuple, kwargs: dict) -> bool:
+    options = [*args, *kwargs.values()]
+    return any(isinstance(value, dict) and value.get("idempotency_key") for value in options)
 
 
 def call(fn: Callable, *args, **kwargs):
-    """Call Stripe within the current budget; retry 429 and 5xx with exponential backoff.
+    """Call Stripe's `fn(*args, **kwargs)` within the current budget and return its answer.
 
-    stripe-python itself retries connection errors and 5xx but not 429.
+    Retries 429s and connection errors (and 5xx of requests without an idempotency key) with
+    exponential backoff, 0.5 s doubling up to 8 s, at most `RETRIES` times: stripe-python itself
+    does not retry 429. Raises the last `stripe.StripeError` when the retries are spent or the
+    error is not worth retrying, and `BudgetExhausted` when the run's budget is spent.
     """
     spent = _budget.get()
+    keyed = _has_key(args, kwargs)
     for attempt in range(RETRIES + 1):
         if spent is not None:
             spent.spend()
         try:
             return fn(*args, **kwargs)
         except stripe.StripeError as error:
-            if attempt == RETRIES or not _retryable(error):
+            if attempt == RETRIES or not _retryable(error, keyed=keyed):
                 raise
             delay = min(0.5 * 2**attempt, 8.0)
             logger.warning("Stripe %s; retrying in %.1fs", type(error).__name__, delay)
-            (spent.sleep if spent is not None else time.sleep)(delay)
+            (spent.sleep if spent is not None else _sleep)(delay)
 
 
 @dataclass
@@ -119,9 +140,13 @@ def _metadata(order) -> dict[str, str]:
 def create_payment_intent(order, payment_method: str) -> stripe.PaymentIntent:
     """Create, without confirming, the PaymentIntent for the order's current attempt.
 
-    No money moves yet: the caller stores the id before `confirm()`. `payment_method` is a
-    `pm_…` id (Stripe.js) or a `tok_…` card token (localstripe's fake Stripe.js), which needs
-    a customer to hold the card.
+    Takes the order (its `payment_attempts`, committed by the caller before this request, names
+    the idempotency keys `order-<id>-customer-<n>` and `order-<id>-pi-<n>`) and a `pm_…` id
+    (Stripe.js) or a `tok_…` card token (localstripe's fake Stripe.js, which needs a customer to
+    hold the card). Returns the PaymentIntent, status `requires_confirmation`. No money moves.
+    Raises `stripe.CardError` when the card is refused at once, and any other
+    `stripe.StripeError` (400 `idempotency_error` included) when Stripe refuses or cannot be
+    reached: nothing was charged either way.
     """
     attempt = order.payment_attempts
     api = client()
@@ -146,14 +171,19 @@ def create_payment_intent(order, payment_method: str) -> stripe.PaymentIntent:
 
 
 def confirm(order, payment_intent_id: str) -> Charge:
-    """Confirm the PaymentIntent: this is where money moves. A declined card comes back as
-    status "declined", not as an exception."""
+    """Confirm the PaymentIntent (`pi_…`): this is where money moves.
+
+    The idempotency key `order-<id>-pi-<attempt>-confirm-<n>` counts the order's confirm
+    requests (`confirm_attempts`, committed by the caller before this request): a confirm that
+    failed is retried under a fresh key, because Stripe would replay a saved 500 for 24 hours.
+    Returns a `Charge`; a declined card comes back as status "declined", not as an exception.
+    Raises any other `stripe.StripeError` (429, 5xx, connection error, 400 for a PaymentIntent
+    that cannot be confirmed): whether money moved is then unknown, and the caller must
+    retrieve the PaymentIntent to learn it.
+    """
+    key = order.idempotency_key(f"pi-{order.payment_attempts}-confirm-{order.confirm_attempts}")
     try:
-        pi = call(
-            client().v1.payment_intents.confirm,
-            payment_intent_id,
-            options={"idempotency_key": order.idempotency_key(f"pi-{order.payment_attempts}-confirm")},
-        )
+        pi = call(client().v1.payment_intents.confirm, payment_intent_id, options={"idempotency_key": key})
     except stripe.CardError as error:
         logger.info("order %s: card declined (%s)", order.reference, error.code)
         return Charge(
@@ -170,35 +200,50 @@ def confirm(order, payment_intent_id: str) -> Charge:
 
 
 def retrieve_payment_intent(payment_intent_id: str) -> stripe.PaymentIntent:
+    """The PaymentIntent as Stripe knows it now. Raises `stripe.StripeError` when Stripe cannot
+    be reached or does not know the id (404 `InvalidRequestError`)."""
     return call(client().v1.payment_intents.retrieve, payment_intent_id)
 
 
 def cancel_payment_intent(payment_intent_id: str) -> stripe.PaymentIntent:
-    return call(
-        client().v1.payment_intents.cancel,
-        payment_intent_id,
-        options={"idempotency_key": f"cancel-{payment_intent_id}"},
-    )
+    """Cancel an unfinished PaymentIntent so that it can never charge; returns it, `canceled`.
+
+    No idempotency key of ours: cancelling is idempotent by nature, and a saved 500 replayed for
+    a day would keep a customer from paying again. Raises `stripe.InvalidRequestError` (400
+    `payment_intent_unexpected_state`) when it already succeeded, is processing or was
+    cancelled: retrieve it and act on its status. Other `stripe.StripeError`s: not cancelled.
+    """
+    return call(client().v1.payment_intents.cancel, payment_intent_id)
 
 
 def retrieve_customer(customer_id: str) -> stripe.Customer:
     return call(client().v1.customers.retrieve, customer_id)
 
 
-def succeeded_payment_pages(since: int) -> Iterator[list]:
-    """Pages (up to 100) of `payment_intent.succeeded` events created at or after `since`.
-
-    Events rather than a PaymentIntent list: listing events by type and time works on real
-    Stripe (30 days of history) and on localstripe, which cannot filter PaymentIntents by time.
-    """
-    params = {"type": "payment_intent.succeeded", "created": {"gte": since}, "limit": 100}
+def _pages(list_fn: Callable, params: dict) -> Iterator[list]:
+    """Every page of a Stripe list call (`list_fn` with `params`), following `starting_after`:
+    one request per page, one when the list is empty. Raises what `call` raises."""
     while True:
-        page = call(client().v1.events.list, params)
+        page = call(list_fn, params)
         if page.data:
             yield list(page.data)
         if not page.has_more or not page.data:
             return
         params = {**params, "starting_after": page.data[-1].id}
+
+
+def succeeded_payment_pages(since: int, until: int | None = None) -> Iterator[list]:
+    """Pages (up to 100) of `payment_intent.succeeded` events created at or after `since` and,
+    with `until`, at or before it (Unix seconds, inclusive both ends).
+
+    Events rather than a PaymentIntent list: listing events by type and time works on real
+    Stripe (30 days of history) and on localstripe, which cannot filter PaymentIntents by time.
+    Real Stripe lists them newest first, localstripe oldest first: the caller must not assume
+    either (billing/scan_state.py).
+    """
+    created = {"gte": since} if until is None else {"gte": since, "lte": until}
+    params = {"type": "payment_intent.succeeded", "created": created, "limit": 100}
+    yield from _pages(client().v1.events.list, params)
 
 
 # Stand-in Stripes (STRIPE_API_BASE, e.g. localstripe) found unable to list refunds by time.
@@ -233,6 +278,16 @@ def refund_pages(since: int) -> Iterator[list]:
         params = {**params, "starting_after": page.data[-1].id}
 
 
+def refund_event_pages(since: int) -> Iterator[list]:
+    """Pages of refund events (`refund.created`, `.updated`, `.failed`: Stripe's `type`
+    wildcard "refund.*") created at or after `since`, one request per page. Reconciliation reads
+    the refunds they carry for status changes its refund list cannot see: a refund that fails
+    days after it was made. localstripe matches the type literally and sends no refund events,
+    so it answers an empty list."""
+    params = {"type": "refund.*", "created": {"gte": since}, "limit": 100}
+    yield from _pages(client().v1.events.list, params)
+
+
 def create_refund(payment_intent_id: str, amount_cents: int, *, idempotency_key: str, metadata: dict) -> stripe.Refund:
     """Refund part or all of a payment. The key makes a retried request refund once."""
     return call(
@@ -255,3 +310,74 @@ def customer_payment_intents(customer_id: str) -> list:
     PaymentIntents by customer and answers 400 (InvalidRequestError): callers fall back to
     succeeded_payment_pages()."""
     return list(call(client().v1.payment_intents.list, {"customer": customer_id, "limit": 100}).data)
+
+
+def card_last4(payment_intent_id: str) -> str:
+    """The last four digits of the card that paid PaymentIntent `payment_intent_id` ("4242"), as
+    Stripe reports them on its charge (`payment_method_details.card.last4`); "" when Stripe does
+    not say: no charge yet, not a card, or a stand-in Stripe (localstripe) that leaves out the
+    charge's `payment_method_details`. One request (the PaymentIntent with `latest_charge`
+    expanded; older API versions embed `charges`), two if the charge comes back as an id.
+    Raises `stripe.StripeError` when Stripe cannot be asked."""
+    payment_intent = call(client().v1.payment_intents.retrieve, payment_intent_id, {"expand": ["latest_charge"]})
+    charge = payment_intent.get("latest_charge")
+    if charge is None:
+        embedded = (payment_intent.get("charges") or {}).get("data") or []
+        charge = embedded[0] if embedded else None
+    if isinstance(charge, str):
+        charge = retrieve_charge(charge)
+    details = (charge.get("payment_method_details") if charge is not None else None) or {}
+    return str((details.get("card") or {}).get("last4") or "")
+
+
+# Stand-in Stripes (STRIPE_API_BASE: localstripe) found to have no such list (localstripe has no
+# disputes and no Radar): remembered per list for the process. Never for real Stripe.
+_missing_lists: set[tuple[str, str]] = set()
+
+
+def _created_pages(list_fn: Callable, since: int, *, name: str) -> Iterator[list]:
+    """Pages (up to 100) of a Stripe list filtered by `created >= since` (Unix seconds): one
+    request per page, one when there is nothing. A stand-in Stripe without the list (404 or 400
+    from STRIPE_API_BASE) gives no pages, once logged; real Stripe's errors are raised."""
+    api_base = settings.STRIPE_API_BASE
+    if (api_base, name) in _missing_lists:
+        return
+    params = {"limit": 100, "created": {"gte": since}}
+    while True:
+        try:
+            page = call(list_fn, params)
+        except (stripe.InvalidRequestError, stripe.APIError) as error:
+            if not api_base or (error.http_status or 0) not in (400, 404):
+                raise
+            logger.info("this Stripe (%s) has no %s list; skipping it", api_base, name)
+            _missing_lists.add((api_base, name))
+            return
+        if page.data:
+            yield list(page.data)
+        if not page.has_more or not page.data:
+            return
+        params = {**params, "starting_after": page.data[-1].id}
+
+
+def dispute_pages(since: int) -> Iterator[list]:
+    """Pages of disputes (`du_…`) created at or after `since` (Unix seconds). Raises
+    `stripe.StripeError` when Stripe cannot be reached (localstripe has no disputes: a 404)."""
+    return _created_pages(client().v1.disputes.list, since, name="disputes")
+
+
+def early_fraud_warning_pages(since: int) -> Iterator[list]:
+    """Pages of Radar early fraud warnings (`issfr_…`) created at or after `since`."""
+    return _created_pages(client().v1.radar.early_fraud_warnings.list, since, name="early_fraud_warnings")
+
+
+def submit_dispute_evidence(dispute_id: str, evidence: dict[str, str], *, idempotency_key: str) -> stripe.Dispute:
+    """Send `evidence` (Stripe's evidence field names → text) for dispute `du_…` and submit it
+    (`submit=true`: Stripe forwards it to the bank; it can be sent only once). Returns the
+    Dispute, status `under_review`. The key makes a double click submit once. Raises
+    `stripe.StripeError` (e.g. 400 when the dispute was already submitted or is closed)."""
+    return call(
+        client().v1.disputes.update,
+        dispute_id,
+        {"evidence": evidence, "submit": True},
+        {"idempotency_key": idempotency_key},
+    )

@@ -1,7 +1,10 @@
 """Health: is the money path healthy, and is the watcher still watching?
 
-Read by `GET /healthz` (uptime monitors) and `manage.py health` (cron). Both raise the
-stale-heartbeat alert themselves, so that alert does not depend on the reconciler being alive.
+Read by `GET /healthz` (uptime monitors) and `manage.py health` (cron, the systemd timer).
+Both call `watch()`, which raises the watchdog's alerts (reconciliation stopped, emails not
+going out) and *sends them itself*, synchronously, because the q cluster that sends every other
+email is exactly what these alerts are about (DESIGN.md: "their alert reaches people by a path
+that does not need the worker that died"). When the trouble is over it sends a "recovered" email.
 """
 
 import logging
@@ -10,6 +13,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
+
+from outbox import sending
+
+from .schedules import reconcile_interval_minutes
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +37,12 @@ def report() -> dict:
         last_run = ReconciliationRun.objects.filter(ok=True, dry_run=False).order_by("-started_at").first()
         stuck = Order.objects.filter(state=Order.State.PAID)
         oldest_stuck = stuck.order_by("paid_at").values_list("paid_at", flat=True).first()
-        oldest_email = (
-            OutboundEmail.objects.filter(status__in=[OutboundEmail.Status.QUEUED, OutboundEmail.Status.RETRY])
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-            .first()
-        )
+        waiting = OutboundEmail.objects.filter(status__in=[OutboundEmail.Status.QUEUED, OutboundEmail.Status.RETRY])
+        oldest_email = waiting.order_by("created_at").values_list("created_at", flat=True).first()
+        # Due (its next attempt time has come) and still unsent: nobody is sending. A retry
+        # waiting out its backoff is not overdue.
+        overdue = waiting.filter(next_attempt_at__lte=now)
+        oldest_due = overdue.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
         data = {
             "database": "ok",
             "last_reconciliation_age_seconds": _age(last_run.finished_at if last_run else None, now),
@@ -45,35 +52,64 @@ def report() -> dict:
             "failed_webhook_events": WebhookEventTrigger.objects.filter(valid=True, processed=False).count(),
             "emails_failed": OutboundEmail.objects.filter(status=OutboundEmail.Status.FAILED).count(),
             "oldest_queued_email_age_seconds": _age(oldest_email, now),
+            "emails_overdue": overdue.count() if oldest_due else 0,
+            "oldest_overdue_email_seconds": _age(oldest_due, now),
         }
     except DatabaseError as error:
         logger.error("health: database unreachable: %s", error)
         return {"healthy": False, "problems": ["database unreachable"], "database": "unreachable"}
 
     problems = []
-    max_age = timedelta(minutes=3 * settings.RECONCILE_INTERVAL_MINUTES).total_seconds()
+    interval = reconcile_interval_minutes()
+    data["reconcile_interval_minutes"] = interval
+    # Three intervals of the schedule unless HEALTH_MAX_RECONCILE_AGE_SECONDS says otherwise.
+    max_age = settings.HEALTH_MAX_RECONCILE_AGE_SECONDS or 3 * 60 * interval
     if data["last_reconciliation_age_seconds"] is None:
         problems.append("reconciliation has never completed a run")
     elif data["last_reconciliation_age_seconds"] > max_age:
         problems.append(f"last reconciliation run finished {data['last_reconciliation_age_seconds']} s ago")
     if (data["oldest_stuck_age_seconds"] or 0) > settings.HEALTH_MAX_STUCK_SECONDS:
         problems.append(f"a paid order has waited {data['oldest_stuck_age_seconds']} s for fulfilment")
+    if outbox_stuck(data):
+        waited = data["oldest_overdue_email_seconds"]
+        problems.append(f"{data['emails_overdue']} emails due but unsent, the oldest for {waited} s")
     return {"healthy": not problems, "problems": problems, **data}
 
 
+def outbox_stuck(data: dict) -> bool:
+    """Emails have been due for longer than HEALTH_MAX_EMAIL_DELAY_SECONDS: the q cluster that
+    sends them (or the email provider) is down."""
+    return (data.get("oldest_overdue_email_seconds") or 0) > settings.HEALTH_MAX_EMAIL_DELAY_SECONDS
+
+
+def watch(data: dict) -> None:
+    """Raise or resolve the watchdog's alerts for this `report()` and send their emails now.
+
+    Safe under concurrent probes: an alert is one row per key (unique), a recovery is a
+    conditional UPDATE, and every email row is claimed before it is sent, so each alert and each
+    "recovered" notice reaches each SUPPORT_EMAILS address once. Costs three or four queries
+    when there is nothing to do; sends at most one batch of watchdog emails when there is.
+    Never raises for a failed send (the row records the error and the next probe retries it).
+    """
+    from .models import OutboundEmail
+
+    if data.get("database") != "ok":
+        return
+    watch_heartbeat(data)
+    watch_outbox(data)
+    # Retries of watchdog emails whose first send failed (the ESP was down): nobody else will.
+    sending.send_due_now(OutboundEmail.Kind.WATCHDOG)
+
+
 def watch_heartbeat(data: dict) -> None:
-    """Alert support once per outage when reconciliation has stopped; resolve when it is back."""
-    from support.alerts import raise_alert, resolve
-    from support.models import Alert
+    """Alert support once per outage when reconciliation has stopped; say so when it is back."""
+    from .alerts import announce_recovery, raise_alert
+    from .models import Alert
 
     if data.get("database") != "ok":
         return
     stale = any("reconciliation" in problem for problem in data["problems"])
-    if (
-        stale
-        and data["last_reconciliation_run"] is None
-        and not _taking_orders_for(3 * settings.RECONCILE_INTERVAL_MINUTES)
-    ):
+    if stale and data["last_reconciliation_run"] is None and not _taking_orders_for(3 * reconcile_interval_minutes()):
         # A fresh deploy probed before its first run is unhealthy (503), but pages nobody:
         # there is nothing to reconcile until the site has been taking orders for a while.
         return
@@ -84,12 +120,49 @@ def watch_heartbeat(data: dict) -> None:
             "Reconciliation has not completed a run for "
             + (f"{data['last_reconciliation_age_seconds']} s." if data["last_reconciliation_run"] else "ever."),
             key=key,
+            inline=True,
         )
     else:
-        for open_key in Alert.objects.filter(reason=Alert.Reason.STALE_HEARTBEAT, resolved_at__isnull=True).values_list(
-            "key", flat=True
-        ):
-            resolve(open_key)
+        for open_key in _open_alerts(Alert.Reason.STALE_HEARTBEAT):
+            announce_recovery(
+                open_key,
+                f"Reconciliation is running again: its last run finished {data['last_reconciliation_age_seconds']} s "
+                "ago. Payments made while it was stopped have been checked by that run.",
+            )
+
+
+def watch_outbox(data: dict) -> None:
+    """Alert support once per outage when due emails wait unsent; say so when they go out again."""
+    from .alerts import announce_recovery, raise_alert
+    from .models import Alert, OutboundEmail
+
+    open_keys = _open_alerts(Alert.Reason.OUTBOX_STUCK)
+    if outbox_stuck(data):
+        if open_keys:
+            return
+        oldest = (
+            OutboundEmail.objects.filter(status__in=[OutboundEmail.Status.QUEUED, OutboundEmail.Status.RETRY])
+            .filter(next_attempt_at__lte=timezone.now())
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        raise_alert(
+            Alert.Reason.OUTBOX_STUCK,
+            f"{data['emails_overdue']} emails are due but unsent; the oldest has waited "
+            f"{data['oldest_overdue_email_seconds']} s. The q cluster sends them: it looks stopped.",
+            key=f"outbox_stuck:{oldest}",
+            inline=True,
+        )
+    else:
+        for open_key in open_keys:
+            announce_recovery(open_key, "Emails are going out again: none has been waiting past its time.")
+
+
+def _open_alerts(reason: str) -> list[str]:
+    from .models import Alert
+
+    return list(Alert.objects.filter(reason=reason, resolved_at__isnull=True).values_list("key", flat=True))
 
 
 def _taking_orders_for(minutes: int) -> bool:

@@ -22,16 +22,24 @@ from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from djstripe.event_handlers import djstripe_receiver, handle_other_event
+from djstripe.event_handlers import (
+    djstripe_receiver,
+    handle_charge_dispute_event,
+    handle_charge_event,
+    handle_other_event,
+)
 from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
 from djstripe.signals import WEBHOOK_SIGNALS
 
+from . import disputes, fraud_warnings, refunds
 from .fulfilment import NotFulfillable, PaymentMismatch, find_order, fulfil_from_payment_intent
 from .models import Order
+from .models.orders import format_money
+from .payment_status import PAYMENT_INTENT_EVENTS, REFUND_EVENTS, WEBHOOK_EVENTS
+
+__all__ = ["PAYMENT_INTENT_EVENTS", "REFUND_EVENTS", "WEBHOOK_EVENTS", "stripe_webhook"]
 
 logger = logging.getLogger(__name__)
-
-PAYMENT_INTENT_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"]
 
 # dj-stripe's stock receiver mirrors each PaymentIntent by calling Stripe back (customer,
 # PaymentIntent, payment method) inside the webhook's transaction, before ours runs: an API
@@ -39,6 +47,26 @@ PAYMENT_INTENT_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_fai
 # PaidUp reads PaymentIntents live where it needs them, so the mirror is switched off here.
 for _name in PAYMENT_INTENT_EVENTS:
     WEBHOOK_SIGNALS[_name].disconnect(handle_other_event, sender=Event)
+# The same for charges: dj-stripe 2.11's handle_charge_event answers charge.refunded and
+# charge.refund.updated by retrieving the Charge from Stripe (api_retrieve) and syncing it, its
+# customer and payment method, inside the webhook's transaction. The refund's own fields are
+# in the signed body; PaidUp records refunds from them (billing.refunds), no Stripe call. It has
+# no stock receiver for refund.* events.
+for _name in ("charge.refunded", "charge.refund.updated"):
+    WEBHOOK_SIGNALS[_name].disconnect(handle_charge_event, sender=Event)
+
+# The same for disputes: dj-stripe's stock receiver retrieves each dispute from Stripe (and its
+# charge and balance transactions) inside the webhook's transaction. PaidUp records what the
+# event says (billing/disputes.py) and lists disputes in reconciliation as the net.
+DISPUTE_EVENTS = (
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+)
+for _name in DISPUTE_EVENTS:
+    WEBHOOK_SIGNALS[_name].disconnect(handle_charge_dispute_event, sender=Event)
 
 
 class HttpResponsePayloadTooLarge(HttpResponse):
@@ -98,7 +126,9 @@ def _is_event(event) -> bool:
 def on_payment_intent_succeeded(sender, event, **kwargs) -> None:
     payment_intent = event.data["object"]
     try:
-        fulfil_from_payment_intent(payment_intent, via=Order.Via.WEBHOOK)
+        # The event's `created` is when the payment succeeded, by Stripe's clock: it decides
+        # between the confirmation and the recovery email (fulfilment.is_late).
+        fulfil_from_payment_intent(payment_intent, via=Order.Via.WEBHOOK, charged_at=event.created)
     except (NotFulfillable, PaymentMismatch) as problem:
         # Committing the event is right: retrying cannot fix this. A human must look.
         logger.error("payment %s needs attention: %s", payment_intent["id"], problem)
@@ -140,18 +170,89 @@ def on_payment_intent_canceled(sender, event, **kwargs) -> None:
         return
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order.pk)
-        if order.state == Order.State.PENDING and order.stripe_payment_intent_id == payment_intent["id"]:
-            order.stripe_payment_status = "canceled"
-            order.save(update_fields=["stripe_payment_status", "updated_at"])
-            order.transition(
-                Order.State.FAILED,
-                actor="stripe:webhook",
-                message="The payment was cancelled in Stripe; nothing was charged.",
-                data={"payment_intent": payment_intent["id"], "event": event.id},
-            )
-        else:
+        # "" or "creating": the checkout itself cancelled this PaymentIntent to replace it with a
+        # new attempt (billing.checkout), so the order is not over.
+        replaced = order.stripe_payment_status in ("", "creating")
+        current = order.stripe_payment_intent_id == payment_intent["id"] and not replaced
+        closed = current and order.close_unpaid(
+            actor="stripe:webhook",
+            message="The payment was cancelled in Stripe; nothing was charged.",
+            payment_status="canceled",
+            data={"payment_intent": payment_intent["id"], "event": event.id},
+        )
+        if not closed:
             order.log(
                 "payment:canceled",
                 f"Stripe cancelled {payment_intent['id']}; the order was {order.state}, left as it is.",
                 actor="stripe:webhook",
             )
+
+
+@djstripe_receiver("refund.created")
+@djstripe_receiver("refund.updated")
+@djstripe_receiver("refund.failed")
+@djstripe_receiver("charge.refund.updated")
+def on_refund(sender, event, **kwargs) -> None:
+    """A refund was made or changed, wherever (console, dashboard, API): the body is the Refund.
+    Recorded once per refund id, its status moved on, or refused with a log line and an alert
+    (billing.refunds.record_stripe_refund); never an exception, which Stripe would retry."""
+    refund = event.data["object"]
+    if refund.get("object") != "refund":
+        message = f"{event.type} {event.id} carries a {refund.get('object')!r}, not a refund."
+        refunds.refuse(None, message, key=f"refund_problem:{event.id}", source=f"event {event.id}")
+        return
+    outcome = refunds.record_stripe_refund(refund, actor="stripe:webhook", source=f"event {event.id}")
+    logger.info("%s %s: refund %s %s", event.type, event.id, refund.get("id"), outcome)
+
+
+@djstripe_receiver("charge.refunded")
+def on_charge_refunded(sender, event, **kwargs) -> None:
+    """The body is the Charge. At the pinned API version it no longer lists its refunds (each
+    comes as its own refund.created), so this records the card's last four digits for the
+    refund emails, records any refunds it does list (older API versions), and notes on the
+    timeline when Stripe's refunded total is ahead of ours until those events (or the minute's
+    reconciliation scan) arrive."""
+    charge = event.data["object"]
+    order = refunds.order_for_payment(refunds.id_of(charge.get("payment_intent")))
+    if order is None:
+        logger.warning("charge.refunded %s: charge %s has no order here; left alone", event.id, charge.get("id"))
+        return
+    details = charge.get("payment_method_details")
+    card = details.get("card") if isinstance(details, dict) else None
+    refunds.note_card(order, card.get("last4") if isinstance(card, dict) else None)
+    listed = charge.get("refunds")
+    for refund in (listed.get("data") if isinstance(listed, dict) else None) or []:
+        refunds.record_refund(order, refund, actor="stripe:webhook")
+    order.refresh_from_db()
+    stripe_total = charge.get("amount_refunded")
+    if isinstance(stripe_total, int) and stripe_total != order.refunded_cents:
+        order.log(
+            "refund:pending_event",
+            f"Stripe says {format_money(stripe_total, order.currency)} of charge {charge.get('id')} is refunded; "
+            f"{order.refunded} recorded here so far. Each refund is recorded when its own event "
+            "arrives, or by reconciliation within minutes.",
+            actor="stripe:webhook",
+            data={"event": event.id, "stripe_refunded": stripe_total, "recorded": order.refunded_cents},
+        )
+
+
+@djstripe_receiver(list(DISPUTE_EVENTS))
+def on_dispute(sender, event, **kwargs) -> None:
+    """Record the dispute as the event shows it (billing.disputes.record_dispute: idempotent,
+    order-independent, alerted once). A body without a dispute id is logged and alerted there,
+    never a 500 that Stripe would retry for days."""
+    disputes.record_dispute(
+        event.data["object"], event_created=_created(event), actor="stripe:webhook", event_type=event.type
+    )
+
+
+@djstripe_receiver(["radar.early_fraud_warning.created", "radar.early_fraud_warning.updated"])
+def on_early_fraud_warning(sender, event, **kwargs) -> None:
+    """Record the warning (billing.fraud_warnings.record_warning), which alerts and applies EFW_AUTO_REFUND."""
+    fraud_warnings.record_warning(event.data["object"], event_created=_created(event), actor="stripe:webhook")
+
+
+def _created(event) -> int:
+    """The event's `created` in Unix seconds (dj-stripe stores it as a datetime)."""
+    created = event.created
+    return int(created.timestamp()) if hasattr(created, "timestamp") else int(created or 0)

@@ -13,11 +13,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import emails, gateway
+from accounts.addresses import normalize_email
+from accounts.signin import send_signin_link
+from billing import adoption, email_change, gateway, refunds
 from billing.fulfilment import NotFulfillable, PaymentMismatch, check_payment, fulfil
-from billing.models import Order, Plan
+from billing.models import Order, OutboundEmail
 from billing.models.orders import format_money
-from billing.reconciliation import record_refund
 
 from .models import RefundRequest, SupportCase
 
@@ -35,11 +36,16 @@ class Done:
 
 
 def actor(user) -> str:
+    """The timeline's actor for a staff `user`: "support:<username>"."""
     return f"support:{user.get_username()}"
 
 
 def fulfil_verified(order: Order, user) -> Done:
-    """Fulfil after asking Stripe: refuses unless the payment succeeded for this amount."""
+    """Fulfil `order` for `user` after asking Stripe; returns Done with the sentence to show.
+
+    Raises ActionRefused when the order has no PaymentIntent, Stripe cannot be reached, the
+    payment has not succeeded, the order has no email, or fulfil() refuses it (amount, currency
+    or owner differ: invariant I1). An order already fulfilled is a Done, not a refusal."""
     if order.state == Order.State.FULFILLED:
         return Done(f"{order.reference} was already fulfilled; nothing done.", order)
     if not order.stripe_payment_intent_id:
@@ -61,26 +67,52 @@ def fulfil_verified(order: Order, user) -> Done:
     _clear_attention(result.order, user)
     if not result.fulfilled_now:  # the webhook, the return page or reconciliation got there first
         return Done(f"{order.reference} was already fulfilled; nothing done.", result.order)
-    return Done(f"{order.reference} fulfilled; the customer gets the recovery email.", result.order)
+    return Done(f"{order.reference} fulfilled; the customer gets the {result.email_kind} email.", result.order)
 
 
 def resend_access(order: Order, user) -> Done:
-    """A fresh sign-in link by email (the old one may have expired or been used)."""
+    """A fresh sign-in link by email (the old one may have expired or been used); returns Done.
+    Raises ActionRefused unless the order is fulfilled."""
     if order.state != Order.State.FULFILLED:
         raise ActionRefused("Only a fulfilled order has access to resend. Fulfil it first.")
     customer = order.subscription.user
     with transaction.atomic():
-        emails.send_signin_link(customer)
+        send_signin_link(customer)
         order.log("support:resend", f"Sent a fresh sign-in link to {customer.email}.", actor=actor(user))
     return Done(f"A fresh sign-in link is on its way to {customer.email}.", order)
 
 
-def refund(order: Order, user, *, amount_cents: int, reason: str, token: uuid.UUID) -> Done:
-    """Refund in Stripe, then record it here, in one go. Needs billing.refund_order.
+def change_email(order: Order, user, *, new_email: str, reason: str = "") -> Done:
+    """Correct `order`'s email to `new_email` for `user` (who needs billing.change_order_email):
+    the access moves to that address's account, created or joined, and a fresh sign-in link goes
+    there (billing.email_change). `reason` (optional) is added to the timeline. Returns Done
+    naming the old and new address; raises ActionRefused without the permission, and for an
+    invalid or identical address, a staff or closed account's, or an order with no access."""
+    if not user.has_perm("billing.change_order_email"):
+        raise ActionRefused("You do not have permission to change an order's email.")
+    try:
+        change = email_change.change_email(order, new_email, actor=actor(user))
+    except email_change.EmailChangeRefused as refused:
+        raise ActionRefused(str(refused)) from refused
+    if reason := (reason or "").strip():
+        order.log("support:note", reason[:5000], actor=actor(user))
+    changed = f"{order.reference}: email changed from {change.old or '(none)'} to {change.new}"
+    if not change.link_sent:  # paid, not fulfilled yet
+        return Done(f"{changed}; fulfilling it sends the access email there.", change.order)
+    account = "their existing account" if change.joined_existing else "a new account"
+    return Done(f"{changed}, access moved to {account}; a fresh sign-in link is on its way there.", change.order)
 
-    The order row is locked for the whole call, so two people refunding at once cannot both
-    pass the amount check; the request token is Stripe's idempotency key and unique here, so
-    a double submit of the same form refunds once.
+
+def refund(order: Order, user, *, amount_cents: int, reason: str, token: uuid.UUID) -> Done:
+    """Refund `amount_cents` (integer minor units, the order's currency) of `order` for `user`,
+    who needs billing.refund_order; returns Done with the sentence to show.
+
+    The console keeps who may and the audit of the request (`RefundRequest`, unique on `token`,
+    so a double submit of the same form refunds once); the money rule is the core's
+    (`billing.refunds.refund_payment`: row lock, amount check, Stripe with the idempotency key
+    `order-<id>-refund-<token>`, the local record). Raises ActionRefused without the permission,
+    without a reason, for a non-positive amount, and when the core refuses (no payment, too much,
+    Stripe said no); nothing is recorded then.
     """
     if not user.has_perm("billing.refund_order"):
         raise ActionRefused("You do not have permission to refund.")
@@ -94,14 +126,6 @@ def refund(order: Order, user, *, amount_cents: int, reason: str, token: uuid.UU
         # Before the state checks: a double submit of a full refund finds the order refunded.
         if RefundRequest.objects.filter(token=token).exists():
             return Done("This refund was already made (the form was submitted twice); nothing more done.", order)
-        if order.state not in (Order.State.PAID, Order.State.FULFILLED) or not order.stripe_payment_intent_id:
-            raise ActionRefused(f"{order.reference} is {order.state}: there is no payment to refund.")
-        refundable = order.amount_cents - order.refunded_cents
-        if amount_cents > refundable:
-            raise ActionRefused(
-                f"At most {format_money(refundable, order.currency)} can be refunded "
-                f"({order.price} charged, {format_money(order.refunded_cents, order.currency)} already refunded)."
-            )
         try:
             with transaction.atomic():
                 request = RefundRequest.objects.create(
@@ -109,24 +133,27 @@ def refund(order: Order, user, *, amount_cents: int, reason: str, token: uuid.UU
                 )
         except IntegrityError:
             return Done("This refund was already made (the form was submitted twice); nothing more done.", order)
-        try:
-            stripe_refund = gateway.create_refund(
-                order.stripe_payment_intent_id,
-                amount_cents,
+        try:  # the money rule (state, amount, Stripe, record) is the core's; a refusal rolls the request row back
+            stripe_refund = refunds.refund_payment(
+                order,
+                amount_cents=amount_cents,
+                reason=reason,
                 idempotency_key=f"order-{order.id}-refund-{token}",
+                actor=actor(user),
                 metadata={"order_id": str(order.id), "reference": order.reference, "by": actor(user)},
             )
-        except stripe.StripeError as error:  # the request row rolls back with the rest
-            raise ActionRefused(f"Stripe refused the refund: {error.user_message or error}") from error
+        except refunds.RefundRefused as refused:
+            raise ActionRefused(str(refused)) from refused
         request.stripe_refund_id = stripe_refund.id
         request.save(update_fields=["stripe_refund_id"])
-        record_refund(order, stripe_refund, actor=actor(user), reason=reason)
     order.refresh_from_db()
     return Done(f"Refunded {format_money(amount_cents, order.currency)} on {order.reference}.", order)
 
 
 def extend(order: Order, user, *, days: int, reason: str = "") -> Done:
-    """Goodwill: push the subscription's end date out by `days`."""
+    """Goodwill: push the subscription's end date out by `days` (1 to 366) from its end or from
+    today, whichever is later; returns Done. Raises ActionRefused for days outside 1..366 or an
+    order that is not fulfilled (it has no subscription)."""
     if not 1 <= days <= 366:
         raise ActionRefused("Extend by 1 to 366 days.")
     if order.state != Order.State.FULFILLED:
@@ -146,7 +173,12 @@ def extend(order: Order, user, *, days: int, reason: str = "") -> Done:
 
 
 def attach_payment(stripe_id: str, user, *, email: str = "") -> Done:
-    """A bare Stripe payment (pi_… or ch_…) becomes an order, fulfilled with the recovery email."""
+    """A bare Stripe payment (`stripe_id`: pi_… or ch_…) becomes an order, fulfilled (the access
+    email as fulfil() chooses it); `email` (optional) is used when Stripe has none. Returns Done.
+    Raises ActionRefused, with the reason, unless the id is well formed, Stripe knows it and can
+    be reached, the payment succeeded, has no order yet, buys a plan and has an email. The order
+    is made by billing.adoption (plan_for_payment, email_for_payment, create_order), the same
+    rule reconciliation and self-service follow (exactly a plan's amount and currency)."""
     stripe_id = (stripe_id or "").strip()
     if not stripe_id.startswith(("pi_", "ch_")) or len(stripe_id) > 255:
         raise ActionRefused("Paste a Stripe PaymentIntent (pi_…) or charge (ch_…) id.")
@@ -166,17 +198,16 @@ def attach_payment(stripe_id: str, user, *, email: str = "") -> Done:
     existing = Order.objects.filter(stripe_payment_intent_id=payment_intent.id).first()
     if existing is not None:
         raise ActionRefused(f"That payment already belongs to order {existing.reference}.")
-    email = (email or (payment_intent.metadata or {}).get("email") or "").strip().lower()
-    if not email and payment_intent.customer:
-        customer_id = (
-            payment_intent.customer if isinstance(payment_intent.customer, str) else payment_intent.customer.id
+    plan = adoption.plan_for_payment(payment_intent.amount, payment_intent.currency)
+    if plan is None:
+        price = format_money(payment_intent.amount, payment_intent.currency)
+        raise ActionRefused(
+            f"No plan costs {price}: this payment buys nothing here (a Payment Link or an invoice for something "
+            "else?). Nothing created. If it was meant for PaidUp, refund it in Stripe and write to the customer."
         )
-        email = (gateway.retrieve_customer(customer_id).email or "").lower()
+    email = normalize_email(email) or adoption.email_for_payment(payment_intent)
     if not email:
         raise ActionRefused("Stripe has no email for that payment: type the customer's email and attach again.")
-    plan = Plan.objects.filter(amount_cents=payment_intent.amount, currency=payment_intent.currency).first()
-    if plan is None:
-        raise ActionRefused(f"No plan costs {format_money(payment_intent.amount, payment_intent.currency)}.")
     try:
         with transaction.atomic():
             order = _attach(payment_intent, plan, email, user)
@@ -184,26 +215,31 @@ def attach_payment(stripe_id: str, user, *, email: str = "") -> Done:
         other = Order.objects.filter(stripe_payment_intent_id=payment_intent.id).first()
         raise ActionRefused(f"That payment already belongs to order {other.reference if other else '?'}.") from error
     order.refresh_from_db()
-    return Done(f"Created {order.reference} from {payment_intent.id} and fulfilled it.", order)
+    sent = order.emails.filter(kind__in=OutboundEmail.ACCESS_KINDS).first()
+    return Done(
+        f"Created {order.reference} from {payment_intent.id} and fulfilled it"
+        + (f"; the customer gets the {sent.kind} email." if sent else "."),
+        order,
+    )
 
 
 def _attach(payment_intent, plan, email: str, user) -> Order:
-    order = Order.objects.create(
-        email=email,
-        plan=plan,
-        amount_cents=payment_intent.amount,
-        currency=payment_intent.currency,
-        stripe_payment_intent_id=payment_intent.id,
-        stripe_payment_status="succeeded",
-        retroactive=True,
+    order = adoption.create_order(
+        payment_intent,
+        plan,
+        email,
+        actor=actor(user),
+        kind="order:attached",
+        message=f"Created from Stripe payment {payment_intent.id}.",
     )
-    order.log("order:attached", f"Created from Stripe payment {payment_intent.id}.", actor=actor(user))
     check_payment(order, payment_intent)
     fulfil(order, via=Order.Via.SUPPORT, payment_intent=payment_intent, actor=actor(user))
     return order
 
 
 def note(order: Order, user, text: str) -> Done:
+    """Add `text` (at most 5,000 characters kept) to the timeline; returns Done. Raises
+    ActionRefused for an empty note."""
     text = (text or "").strip()
     if not text:
         raise ActionRefused("The note is empty.")
@@ -212,7 +248,8 @@ def note(order: Order, user, text: str) -> Done:
 
 
 def claim(order: Order, user) -> Done:
-    """ "I'm on it" for CLAIM_MINUTES; refused while someone else holds it.
+    """ "I'm on it" for CLAIM_MINUTES; returns Done. Raises ActionRefused while someone else
+    holds the claim.
 
     One conditional UPDATE: of two people claiming at the same moment, exactly one wins.
     """
@@ -227,7 +264,9 @@ def claim(order: Order, user) -> Done:
 
 
 def resolve(order: Order, user, *, note_text: str = "") -> Done:
-    from support.alerts import resolve as resolve_alert
+    """Clear the order's "needs attention", resolve its open alerts and support cases, release
+    the claim, and log `note_text`; returns Done. Raises nothing of its own."""
+    from billing.alerts import resolve as resolve_alert
 
     Order.objects.filter(pk=order.pk).update(needs_attention=False, attention_reason="", claimed_until=None)
     for alert in order.alerts.filter(resolved_at__isnull=True):

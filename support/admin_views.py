@@ -19,59 +19,25 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from billing import email_change
+from billing.disputes import open_dispute_needing_evidence
 from billing.models import Order
 from billing.models.orders import format_money
+from billing.money import to_major
 
-from . import actions
+from . import actions, reverify
+from . import disputes as dispute_actions
+from .action_forms import (
+    ActionForm,
+    AttachForm,
+    ChangeEmailForm,
+    ExtendForm,
+    NoteForm,
+    RefundForm,
+    ResolveForm,
+    refund_question,
+)
 from .actions import ActionRefused, Done
-
-# --- forms ------------------------------------------------------------------------------
-
-
-class ActionForm(forms.Form):
-    """Every confirmation form. `act_anyway` appears when someone else is on the order."""
-
-    act_anyway = forms.BooleanField(required=False, label="I know, act anyway")
-
-    def __init__(self, *args, order: Order | None = None, claimed_by_other: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.order = order
-        if not claimed_by_other:
-            del self.fields["act_anyway"]
-
-
-class RefundForm(ActionForm):
-    amount_cents = forms.IntegerField(
-        label="Amount in cents", min_value=1, help_text="2490 is $24.90. The full refundable amount is filled in."
-    )
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), help_text="Required. Goes to the timeline and Stripe's metadata."
-    )
-    # A fresh one per form: Stripe's idempotency key, so a double submit refunds once.
-    token = forms.UUIDField(widget=forms.HiddenInput)
-
-
-class ExtendForm(ActionForm):
-    days = forms.IntegerField(min_value=1, max_value=366, initial=30, help_text="1 to 366 days.")
-    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-
-
-class NoteForm(ActionForm):
-    text = forms.CharField(label="Note", widget=forms.Textarea(attrs={"rows": 4}))
-
-
-class ResolveForm(ActionForm):
-    note_text = forms.CharField(
-        label="What was done", required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="Optional."
-    )
-
-
-class AttachForm(forms.Form):
-    stripe_id = forms.CharField(label="Stripe payment id", max_length=255, help_text="pi_… or ch_…, from Stripe.")
-    email = forms.EmailField(
-        required=False, help_text="Optional: the customer's email if Stripe has none (or it is wrong)."
-    )
-
 
 # --- the actions ------------------------------------------------------------------------
 
@@ -84,8 +50,10 @@ class ConsoleAction:
     explain: Callable[[Order], str]  # what pressing the button will do, for this order
     unavailable: Callable[[Order], str]  # "" when it can be done now, else why not
     run: Callable[..., Done]  # (order, user, cleaned_data) -> Done
-    form: type[ActionForm] = ActionForm
+    form: type[forms.Form] = ActionForm
     danger: bool = False
+    # A last question after the form, before acting: (order, cleaned_data) -> (question, yes-button label).
+    question: Callable[[Order, dict], tuple[str, str]] | None = None
 
 
 def _fulfilled_only(what: str) -> Callable[[Order], str]:
@@ -119,6 +87,23 @@ ACTIONS = {
             lambda o, user, data: actions.resend_access(o, user),
         ),
         ConsoleAction(
+            "email",
+            "Change email",
+            "billing.change_order_email",
+            lambda o: (
+                f"Correct this order's email ({o.email or 'none'}): the access moves to the account of the new "
+                "address (created, or joined if it exists) and a fresh sign-in link goes there. "
+                "You see the change before it is made."
+            ),
+            lambda o: (
+                ""
+                if o.state in email_change.CHANGEABLE
+                else f"The order is {o.get_state_display().lower()}: there is no access to move."
+            ),
+            lambda o, user, data: actions.change_email(o, user, new_email=data["new_email"], reason=data["reason"]),
+            ChangeEmailForm,
+        ),
+        ConsoleAction(
             "refund",
             "Refund",
             "billing.refund_order",
@@ -133,9 +118,44 @@ ACTIONS = {
                 else "There is no payment left to refund."
             ),
             lambda o, user, data: actions.refund(
-                o, user, amount_cents=data["amount_cents"], reason=data["reason"], token=data["token"]
+                o, user, amount_cents=data["amount"], reason=data["reason"], token=data["token"]
             ),
             RefundForm,
+            danger=True,
+            question=refund_question,
+        ),
+        ConsoleAction(
+            "evidence",
+            "Submit dispute evidence",
+            "billing.submit_dispute_evidence",
+            lambda o: (
+                "Review the evidence below (PaidUp assembled it from the order; edit anything), then send it to "
+                "Stripe, which forwards it to the customer's bank. It can be sent only once."
+            ),
+            lambda o: "" if open_dispute_needing_evidence(o) else "No dispute waits for evidence.",
+            lambda o, user, data: dispute_actions.submit_evidence(
+                o, user, evidence_fields=data["evidence"], token=data["token"]
+            ),
+            dispute_actions.EvidenceForm,
+        ),
+        ConsoleAction(
+            "refund_warning",
+            "Refund in full and end access",
+            "billing.refund_order",
+            lambda o: (
+                f"The card issuer warned that this payment may be fraudulent. Refund the whole "
+                f"{format_money(o.refundable_cents, o.currency)} left to the card and end access today: "
+                "a refunded charge cannot be disputed, so there is no dispute fee and no evidence deadline."
+            ),
+            lambda o: (
+                ""
+                if o.fraud_warnings.exists()
+                and o.state in (Order.State.PAID, Order.State.FULFILLED)
+                and o.refunded_cents < o.amount_cents
+                else "No early fraud warning on a payment with money left to refund."
+            ),
+            lambda o, user, data: dispute_actions.refund_for_warning(o, user, token=data["token"]),
+            dispute_actions.WarningRefundForm,
             danger=True,
         ),
         ConsoleAction(
@@ -184,8 +204,11 @@ SUGGESTED = {
     "paid_not_fulfilled": "fulfil",
     "missed_webhook": "fulfil",
     "email_not_delivered": "resend",
+    "access_email_bounced": "email",
     "two_payments": "refund",
     "unknown_payment": "resolve",
+    "disputed": "evidence",
+    "fraud_warning": "refund_warning",
 }
 
 
@@ -222,7 +245,18 @@ def available_actions(order: Order, user, suggested: str | None) -> list[dict]:
 
 def _initial(action: ConsoleAction, order: Order) -> dict:
     if action.key == "refund":
-        return {"amount_cents": order.amount_cents - order.refunded_cents, "token": uuid.uuid4()}
+        return {"amount": str(to_major(order.refundable_cents, order.currency)), "token": uuid.uuid4()}
+    if "token" in action.form.base_fields:
+        return {"token": uuid.uuid4()}
+    return {}
+
+
+def _prefill(request, action: ConsoleAction, order: Order) -> dict:
+    """The queue's "Refund PU-…" of a possible double purchase (`?why=double`) opens the refund
+    page with the reason written; the amount is the full refundable rest as always. Anything
+    else in the query is ignored: it only fills the form, the confirmation still decides."""
+    if action.key == "refund" and request.GET.get("why") == "double":
+        return {"reason": f"Double purchase: {order.email} paid twice within 24 hours; refunding {order.reference}."}
     return {}
 
 
@@ -237,33 +271,63 @@ def order_action(model_admin, request, object_id: str, action_key: str):
         raise PermissionDenied
     holder = claim_holder(order, request.user)
     form_kwargs = {"order": order, "claimed_by_other": holder is not None}
+    if request.method == "GET":
+        kept = reverify.resume(request)  # back from "Confirm it's you": the refund as typed
+        if kept is not None:
+            return _resumed_page(model_admin, request, order, action, action.form(kept, **form_kwargs), holder)
+        form = action.form(initial={**_initial(action, order), **_prefill(request, action, order)}, **form_kwargs)
+        return _action_page(model_admin, request, order, action, form, holder, status=200)
+    form = action.form(request.POST, **form_kwargs)
     error = ""
-    if request.method == "POST":
-        form = action.form(request.POST, **form_kwargs)
-        if form.is_valid():
-            if holder is not None and not form.cleaned_data.get("act_anyway"):
-                error = (
-                    f"{holder} is on this order until {timezone.localtime(order.claimed_until):%H:%M}. "
-                    "Talk to them first, or tick \u201cI know, act anyway\u201d."
-                )
+    if form.is_valid():
+        if holder is not None and not form.cleaned_data.get("act_anyway"):
+            error = (
+                f"{holder} is on this order until {timezone.localtime(order.claimed_until):%H:%M}. "
+                "Talk to them first, or tick \u201cI know, act anyway\u201d."
+            )
+        elif getattr(form, "confirmation", None) is not None:  # the change shown; nothing done yet
+            return _action_page(model_admin, request, order, action, form, holder, status=200)
+        elif action.question and "edit" in request.POST:  # "Change": the form again, as typed
+            return _action_page(model_admin, request, order, action, form, holder, status=200)
+        elif action.question and request.POST.get("confirmed") != "yes":
+            question = action.question(order, form.cleaned_data)
+            return _action_page(model_admin, request, order, action, form, holder, status=200, question=question)
+        elif reverify.needed(request, action.key, order, form.cleaned_data):  # a large refund: one code first
+            return reverify.ask(request)
+        else:
+            try:
+                with transaction.atomic():
+                    data = {**form.cleaned_data}
+                    if hasattr(form, "evidence"):
+                        data["evidence"] = form.evidence()
+                    done = action.run(order, request.user, data)
+                    _log(request, done.order or order, CHANGE, f"{action.label}: {done.message}")
+            except ActionRefused as refused:
+                error = str(refused)
             else:
-                try:
-                    with transaction.atomic():
-                        done = action.run(order, request.user, form.cleaned_data)
-                        _log(request, done.order or order, CHANGE, f"{action.label}: {done.message}")
-                except ActionRefused as refused:
-                    error = str(refused)
-                else:
-                    messages.success(request, done.message)
-                    return HttpResponseRedirect(reverse("admin:billing_order_change", args=[order.pk]))
-        if action.key == "refund" and error:
-            # A refused refund made nothing here; a new key keeps Stripe from replaying its answer.
-            data = request.POST.copy()
-            data["token"] = str(uuid.uuid4())
-            form = action.form(data, **form_kwargs)
-            form.is_valid()
-    else:
-        form = action.form(initial=_initial(action, order), **form_kwargs)
+                messages.success(request, done.message)
+                return HttpResponseRedirect(reverse("admin:billing_order_change", args=[order.pk]))
+    if "token" in form.fields and error:
+        # A refused refund or submission made nothing here; a new key keeps Stripe from replaying its answer.
+        data = request.POST.copy()
+        data["token"] = str(uuid.uuid4())
+        form = action.form(data, **form_kwargs)
+        form.is_valid()
+    return _action_page(model_admin, request, order, action, form, holder, status=400, error=error)  # did nothing
+
+
+def _resumed_page(model_admin, request, order, action, form, holder):
+    """The kept refund after a fresh code: its last question again (one click to refund), or the
+    form as typed when it no longer holds (the order changed meanwhile)."""
+    if form.is_valid() and action.question:
+        question = action.question(order, form.cleaned_data)
+        return _action_page(model_admin, request, order, action, form, holder, status=200, question=question)
+    return _action_page(model_admin, request, order, action, form, holder, status=200)
+
+
+def _action_page(model_admin, request, order, action, form, holder, *, status: int, error: str = "", question=None):
+    """The action's page: its form (GET, or a POST that did nothing: `error` says why), or with
+    `question` = (question, yes-button label) the last question before acting."""
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
@@ -275,9 +339,10 @@ def order_action(model_admin, request, object_id: str, action_key: str):
         "holder": holder,
         "form": form,
         "error": error,
+        "question": question,  # None, or (the question, the yes-button's label)
+        "asks_first": action.question is not None,  # the first step's button says Continue
         "back_url": reverse("admin:billing_order_change", args=[order.pk]),
     }
-    status = 400 if request.method == "POST" else 200  # a POST that gets here did nothing
     return TemplateResponse(request, "admin/billing/order/action_confirm.html", context, status=status)
 
 

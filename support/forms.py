@@ -4,18 +4,19 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from accounts.addresses import NormalizedEmailFormField
+
 LAST4 = "The last four digits are 4 numbers, for example 4242. Or leave this empty."
 
 
 class ChargedForm(forms.Form):
     """What a customer who was charged but has no access can tell us. Only the email is needed."""
 
-    email = forms.EmailField(
+    email = NormalizedEmailFormField(
         max_length=254,
         error_messages={
             "required": "Please enter the email address you paid with.",
             "invalid": "That doesn't look like an email address. Please check it.",
-            "max_length": "That doesn't look like an email address. Please check it.",
         },
     )
     card_last4 = forms.CharField(required=False, max_length=20, error_messages={"max_length": LAST4})

@@ -133,15 +133,35 @@ def live_status(order: Order) -> LiveStatus:
         return LiveStatus(None, f"Stripe did not answer within {LIVE_STATUS_TIMEOUT:.0f} s.")
     except Exception as error:  # noqa: BLE001  (shown on the page; the page must render)
         logger.warning("order %s: live Stripe status unavailable: %s", order.reference, error)
-        return LiveStatus(None, f"Stripe could not be asked: {_short(error)}")
+        return LiveStatus(None, f"Stripe could not be asked: {short_error(error)}")
 
 
-def _short(error: Exception) -> str:
+def card_last4(order: Order) -> str | None:
+    """The last four digits of the card that paid `order` ("4242"), for the refund's question:
+    `Order.card_last4` when recorded, else asked of Stripe; None when the order has no payment,
+    Stripe does not say, or does not answer within LIVE_STATUS_TIMEOUT seconds. Never raises:
+    the question then names "the card it was paid with"."""
+    if order.card_last4:  # already known (charge.refunded records it): no need to ask Stripe again
+        return order.card_last4
+    if not order.stripe_payment_intent_id:
+        return None
+    future = _pool.submit(gateway.card_last4, order.stripe_payment_intent_id)
+    try:
+        return future.result(timeout=LIVE_STATUS_TIMEOUT) or None
+    except Exception as error:  # noqa: BLE001  (the refund can be confirmed without the digits)
+        logger.warning("order %s: card digits unavailable: %s", order.reference, error)
+        return None
+
+
+def short_error(error: Exception) -> str:
+    """A Stripe (or any) error as one line for a support person: Stripe's `user_message` when it
+    has one, else the text; at most 200 characters."""
     text = getattr(error, "user_message", None) or str(error) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "…"
 
 
-def _id(value) -> str | None:
+def stripe_id(value) -> str | None:
+    """The id of an expandable Stripe field: the string itself, the object's `id`, or None when empty."""
     if not value:
         return None
     return value if isinstance(value, str) else value.get("id")
@@ -154,7 +174,7 @@ def _sync(model, data, label: str) -> tuple[bool, str]:
             model.sync_from_stripe_data(data)
     except Exception as error:  # noqa: BLE001  (dj-stripe raises many kinds; all are shown)
         logger.warning("dj-stripe could not store %s %s: %s", label, data.get("id"), error)
-        return False, f"Could not copy {label} {data.get('id')} into dj-stripe: {_short(error)}"
+        return False, f"Could not copy {label} {data.get('id')} into dj-stripe: {short_error(error)}"
     return True, f"{label} {data.get('id')} refreshed"
 
 
@@ -171,16 +191,16 @@ def refresh(order: Order) -> list[tuple[bool, str]]:
         pi = gateway.retrieve_payment_intent(order.stripe_payment_intent_id)
     except Exception as error:  # noqa: BLE001
         logger.warning("refresh %s: Stripe unreachable: %s", order.reference, error)
-        return [(False, f"Could not reach Stripe: {_short(error)}. Nothing was changed; try again in a minute.")]
+        return [(False, f"Could not reach Stripe: {short_error(error)}. Nothing was changed; try again in a minute.")]
 
     results = [_sync(PaymentIntent, pi, "PaymentIntent")]
-    charge_ids = [_id(pi.get("latest_charge"))]
+    charge_ids = [stripe_id(pi.get("latest_charge"))]
     charges = pi.get("charges")
     if charges:
-        charge_ids += [_id(c) for c in (charges.get("data") or [])]
+        charge_ids += [stripe_id(c) for c in (charges.get("data") or [])]
     for charge_id in dict.fromkeys(c for c in charge_ids if c):
         results.append(_fetch_and_sync(gateway.retrieve_charge, charge_id, Charge, "charge"))
-    if customer_id := _id(pi.get("customer")):
+    if customer_id := stripe_id(pi.get("customer")):
         results.append(_fetch_and_sync(gateway.retrieve_customer, customer_id, Customer, "customer"))
     for refund_id in order.refunds.values_list("stripe_refund_id", flat=True):
         results.append(_fetch_and_sync(_retrieve_refund, refund_id, Refund, "refund"))
@@ -191,7 +211,7 @@ def _fetch_and_sync(fetch, object_id: str, model, label: str) -> tuple[bool, str
     try:
         data = fetch(object_id)
     except Exception as error:  # noqa: BLE001
-        return False, f"Could not read {label} {object_id} from Stripe: {_short(error)}"
+        return False, f"Could not read {label} {object_id} from Stripe: {short_error(error)}"
     return _sync(model, data, label)
 
 

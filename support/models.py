@@ -1,34 +1,11 @@
+import re
+
 from django.db import models
 from django.utils import timezone
 
-
-class Alert(models.Model):
-    """Something a person must look at. One per (order, reason): never a storm of emails."""
-
-    class Reason(models.TextChoices):
-        UNKNOWN_PAYMENT = "unknown_payment", "Unknown payment recovered"
-        NO_EMAIL = "no_email", "Payment with no email address"
-        PAYMENT_MISMATCH = "payment_mismatch", "Payment does not match its order"
-        FULFIL_FAILED = "fulfil_failed", "Fulfilment keeps failing"
-        PAID_AFTER_FAILED = "paid_after_failed", "Paid after the order had failed"
-        STALE_HEARTBEAT = "stale_heartbeat", "Reconciliation has stopped running"
-        WEBHOOK_FAILED = "webhook_failed", "Webhook event keeps failing"
-        CUSTOMER_CASE = "customer_case", "Customer says: charged, no access"
-        DUPLICATE_PAYMENT = "duplicate_payment", "Second payment for one order"
-
-    key = models.CharField(max_length=200, unique=True)
-    reason = models.CharField(max_length=30, choices=Reason.choices)
-    order = models.ForeignKey("billing.Order", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts")
-    message = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    followup_sent_at = models.DateTimeField(null=True, blank=True)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.get_reason_display()}: {self.order or 'system'}"
+# How self-service marks a customer's next request on an open case (support/selfservice.py).
+ASKED_AGAIN = "Asked again"
+_ASKED_AGAIN_HEADER = re.compile(rf"^{ASKED_AGAIN} [0-9: -]+ UTC:", re.MULTILINE)
 
 
 class SupportCase(models.Model):
@@ -55,6 +32,21 @@ class SupportCase(models.Model):
     def __str__(self) -> str:
         return f"case {self.pk} from {self.email} ({self.status})"
 
+    @property
+    def latest_diagnosis(self) -> str:
+        """The most recent finding: the diagnosis after its last "Asked again …" header, or
+        the whole diagnosis when the customer asked once, or asked again and nothing changed.
+        Where a row has room for one finding (the queue), this one; the case page keeps all."""
+        parts = _ASKED_AGAIN_HEADER.split(self.diagnosis)
+        for part in reversed(parts):
+            if part.strip() and part.strip() != "the same finding.":
+                return part.strip()
+        return ""
+
+    @property
+    def times_asked(self) -> int:
+        return 1 + len(_ASKED_AGAIN_HEADER.findall(self.diagnosis))
+
 
 class RefundRequest(models.Model):
     """One refund as a support person asked for it: its token is the Stripe idempotency key,
@@ -69,17 +61,56 @@ class RefundRequest(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"refund request {self.token} ({self.amount_cents})"
+        return f"refund request {self.token} ({self.price})"
+
+    @property
+    def price(self) -> str:
+        """The amount asked for, formatted in the order's currency (one query unless the order is loaded)."""
+        from billing.models.orders import format_money
+
+        return format_money(self.amount_cents, self.order.currency)
 
 
-class RateLimit(models.Model):
-    """Hits per key and fixed time window, counted in the database so that every web process
-    shares one count. The key holds a keyed hash of the client address or email, never the
-    value itself; rows outlive their window by nothing and are swept (support/selfservice.py)."""
+class StaffEvent(models.Model):
+    """Who did what at the door of the console (issue 12, item 6): passwords accepted, second
+    factors verified (only then is a person in the console), codes refused, sign-outs, failed and
+    throttled sign-ins, unlocks, second factors added and removed. Written by support/staff_events.py
+    (signal receivers, and the verify step) and never edited; neither the password nor the code tried
+    nor an invite token is ever stored. Read next to the money actions (the admin's LogEntry rows)
+    by the other person."""
 
-    key = models.CharField(max_length=100, primary_key=True)
-    hits = models.PositiveIntegerField(default=0)
-    expires_at = models.DateTimeField(db_index=True)
+    class Kind(models.TextChoices):
+        # The password step only (Django's user_logged_in): not yet in the console.
+        LOGIN = "login", "Password accepted"
+        FACTOR_VERIFIED = "factor_verified", "Second factor verified"
+        CODE_REFUSED = "code_refused", "Code refused"
+        LOGOUT = "logout", "Signed out"
+        LOGIN_FAILED = "login_failed", "Failed sign-in"
+        LOCKED_OUT = "locked_out", "Locked out"
+        UNLOCKED = "unlocked", "Unlocked"
+        FACTOR_ADDED = "factor_added", "Second factor added"
+        FACTOR_REMOVED = "factor_removed", "Second factor removed"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, db_index=True)
+    # The staff account concerned, when there is one (none for an unknown email typed at the login).
+    user = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="staff_events"
+    )
+    # The account's email, or for a failed sign-in the email as typed (normal form): it may be a
+    # typo of a real staff address, which is worth seeing.
+    email = models.CharField(max_length=254, blank=True, db_index=True)
+    # Who did it: the person's email (for a sign-in, the person themselves), "" when nobody is
+    # signed in (a failed sign-in), "manage.py" for a command.
+    actor = models.CharField(max_length=254, blank=True)
+    client_address = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name = "staff sign-in and security event"
+        verbose_name_plural = "Staff sign-ins and security"
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.hits}"
+        return f"{self.get_kind_display()}: {self.email or 'unknown'} at {self.at:%Y-%m-%d %H:%M} UTC"

@@ -5,6 +5,9 @@ filtered list, and the oldest few items linking straight to the order. A constan
 of queries whatever the backlog: two per row, plus the health report.
 """
 
+# size: one short function per row of the queue, in the order the page shows them; split across
+# modules, the order support reads the rows in would no longer be visible in one place.
+
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -13,11 +16,13 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from billing import health
-from billing.models import Order, OutboundEmail
+from billing.disputes import due_in_words
+from billing.models import Alert, Dispute, EarlyFraudWarning, Order, OutboundEmail
 
-from .models import Alert, SupportCase
+from .models import SupportCase
 
 SHOWN = 5  # items listed per row; the row's link leads to the rest
 
@@ -30,6 +35,9 @@ class Item:
     url: str | None
     claimed_by: str = ""
     claimed_until: datetime | None = None
+    # A one-click fix beside the item (it opens that action's confirmation page), or None.
+    action_url: str | None = None
+    action_label: str = ""
 
 
 @dataclass
@@ -109,11 +117,12 @@ def orders_in(key: str):
     return Order.objects.filter(ORDER_ROWS[key]).distinct()
 
 
+# size: one row per kind of work, in the order the landing page shows them; a list, not logic.
 def build(user) -> Queue:
     now = timezone.now()
     orders = Order.objects.select_related("claimed_by", "plan")
     changelist = "admin:billing_order_changelist"
-    rows = []
+    rows = [_disputes_row(user, now), _warnings_row(user)]
 
     paid = orders_in("paid")
     rows.append(
@@ -161,6 +170,9 @@ def build(user) -> Queue:
         )
     )
 
+    rows.append(_unmatched_row(user))
+    rows.append(_double_purchase_row(user))
+
     cases = SupportCase.objects.filter(status=SupportCase.Status.OPEN)
     rows.append(
         Row(
@@ -177,7 +189,9 @@ def build(user) -> Queue:
             [
                 Item(
                     title=f"{case.email}" + (f" · {case.order.reference}" if case.order else ""),
-                    detail=case.diagnosis or case.message[:120] or "no details",
+                    # The latest finding once, however often the customer asked (the case keeps them all).
+                    detail=(case.latest_diagnosis or case.message[:120] or "no details")
+                    + (f" (asked {case.times_asked} times)" if case.times_asked > 1 else ""),
                     since=case.created_at,
                     url=order_url(case.order)
                     if case.order
@@ -197,8 +211,8 @@ def build(user) -> Queue:
             failed_emails.count(),
             _url(
                 user,
-                "billing.view_outboundemail",
-                "admin:billing_outboundemail_changelist",
+                "outbox.view_outboundemail",
+                "admin:outbox_outboundemail_changelist",
                 query={"status__exact": "failed"},
             ),
             [
@@ -209,15 +223,159 @@ def build(user) -> Queue:
                     since=email.created_at,
                     url=order_url(email.order)
                     if email.order
-                    else _url(user, "billing.view_outboundemail", "admin:billing_outboundemail_change", email.pk),
+                    else _url(user, "outbox.view_outboundemail", "admin:outbox_outboundemail_change", email.pk),
                 )
                 for email in failed_emails.select_related("order").order_by("created_at")[:SHOWN]
             ],
         )
     )
 
+    rows.append(_bounced_row(user))
     rows.append(_webhooks_row(user))
     return Queue(rows=rows, health=_health(user, now))
+
+
+def _disputes_row(user, now) -> Row:
+    """Disputes waiting for evidence, the one due first at the top, each with its countdown
+    (billing.disputes.due_in_words). Always the first row: a missed date loses the dispute."""
+    waiting = Dispute.objects.filter(status__in=Dispute.NEEDS_RESPONSE, evidence_submitted_at__isnull=True)
+    items = []
+    for dispute in waiting.select_related("order", "order__claimed_by", "order__plan").order_by("evidence_due_by")[
+        :SHOWN
+    ]:
+        detail = f"{due_in_words(dispute.evidence_due_by, now)} · {dispute.reason or 'no reason'}, {dispute.price}"
+        if dispute.order is not None:
+            item = _order_item(dispute.order, detail, dispute.created_at)
+        else:
+            item = Item(
+                title=f"{dispute.stripe_dispute_id} · charge {dispute.charge_id or '?'} (no order here yet)",
+                detail=detail,
+                since=dispute.created_at,
+                url=_url(user, "billing.view_dispute", "admin:billing_dispute_change", dispute.pk),
+            )
+        items.append(item)
+    return Row(
+        "disputes",
+        "Disputes: evidence due",
+        "A bank disputes a charge; the money and a fee are gone until we answer. Open the order, review the "
+        "evidence pack and submit it before the date. Never email the customer about it.",
+        waiting.count(),
+        _url(user, "billing.view_dispute", "admin:billing_dispute_changelist"),
+        items,
+    )
+
+
+def _warnings_row(user) -> Row:
+    """Early fraud warnings on charges that can still be refunded (paid or fulfilled, nothing
+    refunded, not refunded by the policy)."""
+    open_warnings = EarlyFraudWarning.objects.filter(
+        auto_refunded_at__isnull=True,
+        order__state__in=[Order.State.PAID, Order.State.FULFILLED],
+        order__refunded_cents=0,
+    )
+    return Row(
+        "warnings",
+        "Early fraud warnings",
+        "The card issuer thinks a payment may be fraudulent; a dispute usually follows. Refunding in full now "
+        "is usually cheaper: open the order and use \u201cRefund in full and end access\u201d.",
+        open_warnings.count(),
+        _url(user, "billing.view_earlyfraudwarning", "admin:billing_earlyfraudwarning_changelist"),
+        [
+            _order_item(w.order, f"early fraud warning: {w.fraud_type or 'fraud'}", w.created_at)
+            for w in open_warnings.select_related("order", "order__claimed_by", "order__plan").order_by("created_at")[
+                :SHOWN
+            ]
+        ],
+    )
+
+
+def _unmatched_row(user) -> Row:
+    """Payments that bought nothing (billing/adoption.py): no order exists, so the row lists
+    their open alerts, which hold the payment's facts."""
+    unmatched = Alert.objects.filter(reason=Alert.Reason.UNMATCHED_PAYMENT, resolved_at__isnull=True)
+    perm = "billing.view_alert"
+    return Row(
+        "unmatched",
+        "Payments that bought nothing",
+        "Succeeded in Stripe, but no plan costs that much and they name no order: no access was given and the "
+        "customer was not emailed. Find what each paid for in Stripe; refund it there if it was meant for us, "
+        "then mark the alert resolved.",
+        unmatched.count(),
+        _url(
+            user,
+            perm,
+            "admin:billing_alert_changelist",
+            query={"reason__exact": Alert.Reason.UNMATCHED_PAYMENT, "resolved_at__isempty": 1},
+        ),
+        [
+            Item(
+                title=alert.message.split(" succeeded,")[0],
+                detail="matches no plan; no access given",
+                since=alert.created_at,
+                url=_url(user, perm, "admin:billing_alert_change", alert.pk),
+            )
+            for alert in unmatched.order_by("created_at")[:SHOWN]
+        ],
+    )
+
+
+def _bounced_row(user) -> Row:
+    """Access emails a mailbox refused (billing/delivery.py): the customer paid and cannot get in.
+    One open alert per bounced email; changing the order's email resolves it."""
+    bounced = Alert.objects.filter(reason=Alert.Reason.ACCESS_BOUNCED, resolved_at__isnull=True)
+    return Row(
+        "bounced",
+        "Access email bounced",
+        "The customer's mailbox refused their access email: the address is probably mistyped. Find the right "
+        "one, then \u201cChange email\u201d on the order (it moves the access and sends a fresh link).",
+        bounced.count(),
+        _url(
+            user,
+            "billing.view_alert",
+            "admin:billing_alert_changelist",
+            query={"reason__exact": Alert.Reason.ACCESS_BOUNCED, "resolved_at__isempty": 1},
+        ),
+        [
+            _order_item(
+                alert.order,
+                Truncator(alert.message.split(". The customer")[0]).chars(160),
+                alert.created_at,
+            )
+            if alert.order
+            else Item(title="access email", detail=alert.message[:160], since=alert.created_at, url=None)
+            for alert in bounced.select_related("order__claimed_by", "order__plan").order_by("created_at")[:SHOWN]
+        ],
+    )
+
+
+def _double_purchase_row(user) -> Row:
+    """Two paid orders for one email within 24 hours (billing/access.py): one open alert per
+    pair, on the later order, each with a one-click refund of that order (the console's refund
+    action, prefilled: its confirmation page, permission and audit as always). A full refund of
+    either order, or "Resolved" on the later one, closes it."""
+    doubles = Alert.objects.filter(reason=Alert.Reason.DOUBLE_PURCHASE, resolved_at__isnull=True)
+    items = []
+    for alert in doubles.select_related("order__claimed_by", "order__plan").order_by("created_at")[:SHOWN]:
+        item = _order_item(alert.order, alert.message, alert.created_at)
+        item.action_url = _url(
+            user, "billing.refund_order", "admin:billing_order_act", alert.order.pk, "refund", query={"why": "double"}
+        )
+        item.action_label = f"Refund {alert.order.reference}"
+        items.append(item)
+    return Row(
+        "double_purchase",
+        "Possible double purchase",
+        "One email paid twice within 24 hours. Ask or check whether they meant to; refund the later order if "
+        "not (one click, then confirm), or open it and mark it resolved if they did.",
+        doubles.count(),
+        _url(
+            user,
+            "billing.view_alert",
+            "admin:billing_alert_changelist",
+            query={"reason__exact": Alert.Reason.DOUBLE_PURCHASE, "resolved_at__isempty": 1},
+        ),
+        items,
+    )
 
 
 def _webhooks_row(user) -> Row:

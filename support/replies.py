@@ -51,8 +51,10 @@ def signin_page_url() -> str:
     return settings.SITE_URL + reverse("accounts:signin")
 
 
+# size: the reply texts themselves, filled from the order; words, not logic.
 def replies_for(order: Order) -> list[Reply]:
-    """The four replies, filled from this order. Cheap: no query beyond the subscription."""
+    """The replies, filled from this order. Cheap: no query beyond the subscription and, when
+    the order has refunded money, its refunds."""
     plan = order.plan.name
     ref = order.reference
     charged = order.price
@@ -123,4 +125,75 @@ def replies_for(order: Order) -> list[Reply]:
         f"or refund it in full, whichever you prefer."
         f"\n\nIf it's easier, you can also write to {support}.\n\nPaidUp support",
     )
-    return [acknowledge, resolved, refunded_reply, cant_find]
+    disputed = Reply(
+        "dispute",
+        "About a dispute",
+        "The customer asks about a dispute (chargeback) on this order. PaidUp never writes first about a "
+        "dispute: answer only when they ask, and never argue the case with them.",
+        f"Your PaidUp order {ref} and your bank",
+        f"Hello,\n\n"
+        f"Thank you for writing. Your bank told us it has questioned the {charged} payment for {plan} "
+        f"(order {ref}) on your behalf. The money is with your bank while it looks into it, so you are not "
+        f"out of pocket twice.\n\n"
+        f"From here the decision is your bank's: we send them the facts of the order (when it was bought, "
+        f"with which email address, and when the access email went out), and they decide, usually within a "
+        f"few weeks. If the payment was not yours, tell your bank; you don't need to prove anything to us.\n\n"
+        f"If you did mean to buy and the dispute was a mistake, you can tell your bank you withdraw it; if you'd "
+        f"simply rather have your money back, tell me and I'll make sure you get it in full, one way or the "
+        f"other."
+        f"{sign_off}",
+    )
+    return [acknowledge, resolved, refunded_reply, cant_find, disputed, *refund_replies(order, sign_off)]
+
+
+def refund_replies(order: Order, sign_off: str) -> list[Reply]:
+    """ "Where is my refund?" (every refund, its date and the card), and "Your refund didn't go
+    through" (a refund Stripe reported failed or cancelled), when the order has refunds."""
+    refunds = list(order.refunds.all()) if order.refunded_cents or order.state == Order.State.REFUNDED else []
+    if not refunds:
+        return []
+    ref, card = (
+        order.reference,
+        f"your card ending in {order.card_last4}" if order.card_last4 else "the card you paid with",
+    )
+    sent = [r for r in refunds if r.counts]
+    lines = "\n".join(f"- {r.price} on {_day(r.created_at)} (Stripe reference {r.stripe_refund_id})" for r in sent)
+    replies = []
+    if sent:
+        replies.append(
+            Reply(
+                "where_is_refund",
+                "Where is my refund?",
+                "They were refunded and don't see it on their statement yet.",
+                f"Your PaidUp refund: where it is ({ref})",
+                f"Hello,\n\n"
+                f"Thank you for asking, and I understand waiting for money is not fun. We sent these refunds "
+                f"for order {ref} to {card}:\n{lines}\n\n"
+                f"From our side they are done: Stripe passed them to your bank. Banks usually show a refund "
+                f"within 5 to 10 business days of the date above, as a separate line on your statement, "
+                f"not as a change to the original payment. Some banks show it only once it settles, so it "
+                f"may not appear as \u201cpending\u201d first.\n\n"
+                f"If it still isn't there after 10 business days, reply to this email: I'll ask Stripe for the "
+                f"refund's trace number (the ARN), which your bank can use to find it."
+                f"{sign_off}",
+            )
+        )
+    failed = [r for r in refunds if not r.counts]
+    if failed:
+        failed_lines = "\n".join(f"- {r.price}, sent on {_day(r.created_at)}" for r in failed)
+        replies.append(
+            Reply(
+                "refund_failed",
+                "Your refund didn't go through",
+                "Stripe reported a refund failed or was cancelled (there is an alert): write today.",
+                f"Your PaidUp refund didn't reach you: we'll pay it another way ({ref})",
+                f"Hello,\n\n"
+                f"I'm sorry: we told you a refund was on its way for order {ref}, and it didn't reach you. "
+                f"Your bank sent it back to us, usually because the card has since been closed or replaced:\n"
+                f"{failed_lines}\n\n"
+                f"The money is with us, not lost. Reply with how you'd like it back (a new card we can "
+                f"refund to, or a bank transfer) and I'll send it the same day."
+                f"{sign_off}",
+            )
+        )
+    return replies

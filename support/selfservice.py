@@ -13,9 +13,12 @@ with the same words, status and timing whatever exists. The task, for that email
    by metadata email) and settles them as reconciliation does: known order → fulfil, unknown
    payment → adopt (order created, fulfilled, support alerted);
 3. answers by email, where only the owner of the address reads it: access active → a fresh
-   sign-in link (unless step 1 or 2 just sent the recovery email, which carries one);
+   sign-in link (unless step 1 or 2 just sent an access email, which carries one);
    otherwise a SupportCase with the diagnosis, an alert to support, and the "case opened"
-   email promising a person's reply within SUPPORT_REPLY_HOURS.
+   email promising a person's reply within SUPPORT_REPLY_HOURS. When the email matches no
+   order and the customer gave the card's last four digits and the payment date, the case's
+   diagnosis names the orders paid around that day with such a card (support/candidates.py),
+   for a person to confirm: nothing is given on four digits.
 """
 
 import logging
@@ -25,19 +28,22 @@ from datetime import UTC, date, datetime, timedelta
 import stripe
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 from django_q.tasks import async_task
 
+from accounts.addresses import normalize_email
 from accounts.models import User
-from billing import emails, gateway, reconciliation
+from accounts.signin import send_signin_link
+from billing import client as billing_client
+from billing import gateway, ratelimit, reconciliation
+from billing.alerts import raise_alert
 from billing.fulfilment import NotFulfillable, PaymentMismatch, fulfil
-from billing.models import Order, OutboundEmail
+from billing.models import Alert, Order, OutboundEmail
+from outbox import emails
 
-from .alerts import raise_alert
+from . import candidates
 from .diagnosis import diagnose
-from .models import Alert, RateLimit, SupportCase
+from .models import ASKED_AGAIN, SupportCase
 
 logger = logging.getLogger(__name__)
 
@@ -55,55 +61,51 @@ CASE_ALERTS_PER_HOUR = 10
 
 
 # --- rate limits ----------------------------------------------------------------------
+# The limiter is the house's one (billing/ratelimit.py); this page's limits are its own.
 
 
 def allow(scope: str, value: str, *, limit: int, window: int = WINDOW_SECONDS) -> bool:
-    """Count one hit for `value` in the current fixed window; False once `limit` is reached.
-
-    One row per (scope, value, window), incremented with a conditional UPDATE: exactly one
-    of any number of concurrent requests from any number of processes gets the last hit.
-    Always the same two statements (an INSERT that ignores an existing row, then the UPDATE),
-    so the time taken does not tell whether someone else asked about this email.
-    """
-    now = timezone.now().timestamp()
-    number = int(now // window)
-    digest = salted_hmac("support.selfservice.ratelimit", f"{scope}:{value}").hexdigest()[:40]
-    key = f"{scope}:{digest}:{number}"
-    expires_at = datetime.fromtimestamp((number + 1) * window, tz=UTC)
-    RateLimit.objects.bulk_create([RateLimit(key=key, expires_at=expires_at)], ignore_conflicts=True)
-    return RateLimit.objects.filter(key=key, hits__lt=limit).update(hits=F("hits") + 1) == 1
+    """billing.ratelimit.allow with this page's window (an hour); True while under `limit`."""
+    return ratelimit.allow(scope, value, limit=limit, window=window)
 
 
-def within_limits(client_address: str, email: str) -> bool:
-    """The address first: a client over its limit does not use up the email's hits."""
-    return allow("ip", client_address, limit=LIMITS["ip"]) and allow("email", email.lower(), limit=LIMITS["email"])
+def limit_reached(client_address: str, email: str) -> str:
+    """Count one request; return which limit stops it: "address" (too many requests from this
+    client, whatever the emails), "email" (this email was asked about enough this hour), or ""
+    when it may go ahead. The address first: a client over its limit does not use up the
+    email's hits, and its answer must say nothing about the email (issue 10, item 7)."""
+    if not allow("ip", client_address, limit=LIMITS["ip"]):
+        return "address"
+    if not allow("email", normalize_email(email), limit=LIMITS["email"]):
+        return "email"
+    return ""
 
 
-def client_address(request) -> str:
-    """The client's address: behind NUM_PROXIES proxies, the one the outermost proxy saw."""
-    proxies = settings.NUM_PROXIES
-    if proxies:
-        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-        if len(forwarded) >= proxies:
-            return forwarded[-proxies]
-    return request.META.get("REMOTE_ADDR", "")
+# The rule moved to the core (billing/client.py), where the checkout records it too.
+client_address = billing_client.client_address
 
 
 # --- the page's half ------------------------------------------------------------------
 
 
-def submit(email: str, card_last4: str = "", paid_on: date | None = None) -> None:
+def submit(email: str, card_last4: str = "", paid_on: date | None = None, typed: str = "") -> None:
     """Queue the check: one insert into the q broker, whatever the email.
+
+    `typed` is the address as the customer typed it, kept only for Stripe's case-sensitive
+    customer search; everything else uses the normal form (accounts.addresses).
 
     If the queue is down, the customer still gets a person: a case is opened without looking
     at any order (so the page's timing still says nothing).
     """
     try:
-        async_task(TASK, email, card_last4, paid_on.isoformat() if paid_on else "", task_name="selfservice-check")
+        args = (email, card_last4, paid_on.isoformat() if paid_on else "")
+        if typed and typed != email:  # only when it adds something for Stripe's search
+            args += (typed,)
+        async_task(TASK, *args, task_name="selfservice-check")
     except Exception as error:
         logger.exception("could not queue the self-service check")
         open_case(
-            Request(email, card_last4, paid_on),
+            Request(normalize_email(email), card_last4, paid_on, typed),
             None,
             f"The automatic check could not be queued ({type(error).__name__}: {error}); nothing was checked.",
         )
@@ -114,11 +116,12 @@ def submit(email: str, card_last4: str = "", paid_on: date | None = None) -> Non
 
 @dataclass
 class Request:
-    """What the customer typed."""
+    """What the customer typed. `email` is in the normal form; `typed` as typed (for Stripe)."""
 
     email: str
     card_last4: str = ""
     paid_on: date | None = None
+    typed: str = ""
 
 
 @dataclass
@@ -128,18 +131,23 @@ class Finding:
     orders: list = field(default_factory=list)
     stripe_status: dict = field(default_factory=dict)  # order pk → live PaymentIntent status
     notes: list[str] = field(default_factory=list)
-    access_emailed: bool = False  # a recovery email, which carries a sign-in link, went out
+    access_emailed: bool = False  # an access email (confirmation or recovery, each with a sign-in link) went out
+    # Orders whose card and day match what the customer gave, when their email matches nothing.
+    card_matches: candidates.Candidates = field(default_factory=candidates.Candidates)
 
 
-def check(email: str, card_last4: str = "", paid_on: str = "") -> str:
+def check(email: str, card_last4: str = "", paid_on: str = "", typed: str = "") -> str:
     """The q task. Returns what it did (shown in the q admin): access_emailed, signin_sent or
     case_opened. Whatever breaks, the customer ends with an email and, failing all else, a case."""
-    request = Request(email.strip(), card_last4, date.fromisoformat(paid_on) if paid_on else None)
-    RateLimit.objects.filter(expires_at__lt=timezone.now()).delete()
+    paid = date.fromisoformat(paid_on) if paid_on else None
+    request = Request(normalize_email(email), card_last4, paid, typed.strip())
+    ratelimit.sweep()
     finding = Finding()
     try:
         fix_local_orders(request, finding)
         settle_stripe_payments(request, finding)
+        if not finding.orders and request.card_last4 and request.paid_on:
+            finding.card_matches = candidates.find(request.card_last4, request.paid_on)
     except Exception as error:  # a person picks up whatever the machine could not finish
         logger.exception("self-service check for a customer failed")
         finding.notes.append(f"The automatic check stopped: {type(error).__name__}: {error}")
@@ -147,7 +155,7 @@ def check(email: str, card_last4: str = "", paid_on: str = "") -> str:
 
 
 def fix_local_orders(request: Request, finding: Finding) -> None:
-    orders = Order.objects.filter(email__iexact=request.email).select_related("plan").order_by("-created_at")
+    orders = Order.objects.filter(email=request.email).select_related("plan").order_by("-created_at")
     finding.orders = list(orders[:ORDERS_LOOKED_AT])
     for order in finding.orders:
         order.log(
@@ -173,23 +181,24 @@ def fix_local_orders(request: Request, finding: Finding) -> None:
 
 def _fulfil(order: Order, finding: Finding, payment_intent=None) -> None:
     try:
-        result = fulfil(order, via=Order.Via.RECONCILIATION, payment_intent=payment_intent, actor=ACTOR)
+        result = fulfil(order, via=Order.Via.SELF_SERVICE, payment_intent=payment_intent, actor=ACTOR)
     except (NotFulfillable, PaymentMismatch) as problem:
         finding.notes.append(f"Could not fulfil {order.reference}: {problem}")
         return
     if result.fulfilled_now:
         finding.access_emailed = True
-        finding.notes.append(f"{order.reference} was {order.state}; fulfilled now, recovery email sent.")
+        finding.notes.append(f"{order.reference} was {order.state}; fulfilled now, {result.email_kind} email sent.")
 
 
 def settle_stripe_payments(request: Request, finding: Finding) -> None:
     """Succeeded payments for the email that have no fulfilled order here: settle them as the
-    reconciliation's Stripe scan does, inside a small request budget."""
-    ctx = reconciliation.Context(now=timezone.now(), dry_run=False)
+    reconciliation's Stripe scan does (reconciliation.settle_page, so one rule decides what a
+    bare payment buys: billing/adoption.py), inside a small request budget."""
+    ctx = reconciliation.Context(now=timezone.now(), dry_run=False, found_by="the customer's self-service check")
     try:
         with gateway.budget(STRIPE_BUDGET, per_second=10):
             payments, summary = find_payments(request)
-            reconciliation._scan_page(ctx, payments)
+            reconciliation.settle_page(ctx, payments)
     except gateway.BudgetExhausted:
         finding.notes.append(f"Stripe search stopped after {STRIPE_BUDGET} requests; it may be incomplete.")
         return
@@ -197,6 +206,7 @@ def settle_stripe_payments(request: Request, finding: Finding) -> None:
         finding.notes.append(f"Could not search Stripe: {type(error).__name__}: {error}")
         return
     finding.notes.append(summary)
+    finding.notes.extend(ctx.notes)
     finding.notes.extend(ctx.errors)
     if ctx.counts["recovered"]:
         finding.access_emailed = True
@@ -207,13 +217,14 @@ def settle_stripe_payments(request: Request, finding: Finding) -> None:
 def find_payments(request: Request) -> tuple[list, str]:
     """The email's succeeded PaymentIntents in Stripe, and a sentence on what was searched.
 
-    Stripe's customer email filter is case-sensitive: both the address as typed and in lower
-    case are tried. Where PaymentIntents cannot be listed by customer (localstripe), or when
+    Stripe's customer email filter is case-sensitive: both the address as typed and in its
+    normal form are tried. Where PaymentIntents cannot be listed by customer (localstripe), or when
     nothing was found and the customer gave a date, recent succeeded-payment events are read
     and matched by metadata email (any case) or customer.
     """
     address = request.email
-    customers = {c.id for a in dict.fromkeys([address, address.lower()]) for c in gateway.customers_with_email(a)}
+    spellings = dict.fromkeys([request.typed or address, address])
+    customers = {c.id for a in spellings for c in gateway.customers_with_email(a)}
     found, statuses, by_customer = {}, [], True
     try:
         for customer_id in sorted(customers):
@@ -233,8 +244,8 @@ def find_payments(request: Request) -> tuple[list, str]:
             for event in page:
                 pi = event.data.object
                 customer = pi.customer if isinstance(pi.customer, str) else getattr(pi.customer, "id", None)
-                metadata_email = ((pi.metadata or {}).get("email") or "").strip().lower()
-                if metadata_email == address.lower() or customer in customers:
+                metadata_email = normalize_email((pi.metadata or {}).get("email"))
+                if metadata_email == address or customer in customers:
                     found[pi.id] = pi
     others = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)) if s != "succeeded")
     summary = (
@@ -247,16 +258,16 @@ def find_payments(request: Request) -> tuple[list, str]:
 
 
 def answer(request: Request, finding: Finding) -> str:
-    user = User.objects.filter(email__iexact=request.email, is_active=True).first()
+    user = User.objects.filter(email=request.email, is_active=True).first()
     active = user.active_subscription if user is not None else None
     if active is not None:
         if finding.access_emailed:
             return "access_emailed"
         with transaction.atomic():
-            emails.send_signin_link(user)
+            send_signin_link(user)
             active.order.log("support:resend", f"Self-service sent a fresh sign-in link to {user.email}.", actor=ACTOR)
         return "signin_sent"
-    orders = list(Order.objects.filter(email__iexact=request.email).select_related("plan")[:ORDERS_LOOKED_AT])
+    orders = list(Order.objects.filter(email=request.email).select_related("plan")[:ORDERS_LOOKED_AT])
     open_case(request, orders, describe(request, orders, finding))
     return "case_opened"
 
@@ -272,6 +283,8 @@ def describe(request: Request, orders: list, finding: Finding) -> str:
     if not orders:
         lines.append("No order here for this email.")
     lines.extend(finding.notes)
+    if not orders and request.card_last4 and request.paid_on:
+        lines.extend(candidates.describe(request.card_last4, request.paid_on, finding.card_matches))
     if not orders or all(not o.was_charged for o in orders):
         hint = "Search the Stripe dashboard for the payment"
         if request.card_last4:
@@ -295,7 +308,7 @@ def open_case(request: Request, orders: list | None, diagnosis: str) -> SupportC
     with transaction.atomic():
         case = (
             SupportCase.objects.select_for_update()
-            .filter(email__iexact=request.email, status=SupportCase.Status.OPEN)
+            .filter(email=request.email, status=SupportCase.Status.OPEN)
             .order_by("-created_at")
             .first()
         )
@@ -314,7 +327,9 @@ def open_case(request: Request, orders: list | None, diagnosis: str) -> SupportC
             case.card_last4 = request.card_last4 or case.card_last4
             case.paid_on = request.paid_on or case.paid_on
             case.order = case.order or order
-            case.diagnosis = f"{case.diagnosis}\n\nAsked again {now:%Y-%m-%d %H:%M} UTC:\n{diagnosis}".strip()
+            # A worried customer asks twice: the same finding again is one line, not a second copy.
+            again = " the same finding." if diagnosis.strip() == case.latest_diagnosis else f"\n{diagnosis}"
+            case.diagnosis = f"{case.diagnosis}\n\n{ASKED_AGAIN} {now:%Y-%m-%d %H:%M} UTC:{again}".strip()
             case.save(update_fields=["card_last4", "paid_on", "order", "diagnosis"])
         send_case_opened(case)
     return case
@@ -343,18 +358,11 @@ def alert_support(case: SupportCase, order: Order | None, diagnosis: str) -> Non
 
 
 def case_alert_key(case: SupportCase) -> str:
-    """The alert's key: resolving the case should resolve this alert (support.alerts.resolve)."""
+    """The alert's key: resolving the case should resolve this alert (billing.alerts.resolve)."""
     return f"customer_case:{case.pk}"
 
 
 def send_case_opened(case: SupportCase) -> OutboundEmail:
     """The email that says a person is on it. Not tied to the order: the customer may ask more
     than once, and an order has one email of each kind."""
-    subject, text, html = emails.render_email(
-        "case_opened", {"case": case, "reply_hours": settings.SUPPORT_REPLY_HOURS}
-    )
-    email = OutboundEmail.objects.create(
-        kind=OutboundEmail.Kind.CASE_OPENED, to=case.email, subject=subject, body_text=text, body_html=html
-    )
-    transaction.on_commit(lambda: emails.hand_off(email.pk))
-    return email
+    return emails.send_case_opened(case, reply_hours=settings.SUPPORT_REPLY_HOURS)

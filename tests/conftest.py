@@ -9,6 +9,9 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.browser",
     "tests.fixtures.crash",
+    "tests.fixtures.console",
+    "tests.fixtures.tracking",
+    "tests.fixtures.passkeys",
 ]
 
 

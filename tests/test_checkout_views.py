@@ -15,10 +15,12 @@ JSON = {"HTTP_ACCEPT": "application/json"}
 
 
 def shown_error(response) -> str:
-    """The message the checkout page shows, after checking that it is really on the page."""
-    message = response.context["message"]
-    assert message and escape(message) in response.content.decode()
-    return message
+    """What the checkout page says went wrong (the box above the form, then the email field's
+    own error next to it), after checking that each part is really on the page."""
+    shown = [response.context["message"], *response.context["form"].errors.get("email", [])]
+    shown = [part for part in shown if part]
+    assert shown and all(escape(part) in response.content.decode() for part in shown)
+    return " ".join(shown)
 
 
 @pytest.fixture
@@ -146,11 +148,15 @@ def test_a_post_without_a_reference_is_refused_before_any_charge(plan, fake_stri
 
 def test_the_page_field_carries_the_reference_when_cookies_are_blocked(client, plan, fake_stripe):
     page = client.get("/checkout/").context
-    response = Client().post(
+    cookieless = Client()
+    response = cookieless.post(
         "/checkout/", {"email": "ada@example.com", "payment_method": CARD, "checkout_ref": page["signed_reference"]}
     )
-    assert response.url == f"/orders/{page['reference']}/"
+    # No cookie to show the order's details by: the way to the order page carries its signed link.
+    assert response.url.startswith(f"/orders/{page['reference']}/?k=")
     assert Order.objects.get(reference=page["reference"]).state == "fulfilled"
+    cookieless.cookies.clear()
+    assert "ada@example.com" in cookieless.get(response.url).content.decode()
 
 
 @pytest.mark.parametrize(("state", "stripe_status"), [("paid", "succeeded"), ("pending", "processing")])
@@ -163,8 +169,9 @@ def test_a_returning_customer_with_a_charge_under_way_sees_the_order_not_a_new_p
     assert response.status_code == 302 and response.url == f"/orders/{order.reference}/?resumed=1"
 
 
-@pytest.mark.parametrize("state", ["fulfilled", "failed"])
+@pytest.mark.parametrize("state", ["refunded", "failed"])
 def test_a_returning_customer_whose_checkout_is_over_gets_a_fresh_reference(client, plan, state):
+    # A fulfilled order's checkout is over too, but it is shown first (tests/test_second_purchase.py).
     order = OrderFactory(plan=plan, state=state)
     give_cookie(client, order.reference)
     response = client.get("/checkout/")
@@ -215,10 +222,23 @@ def _in_stripe(status, *, local_status):
     return make
 
 
+def _unanswered_confirm(plan, fake, settings):
+    """A confirm was sent, its answer never recorded, and Stripe cannot be asked now."""
+    order = _in_stripe("requires_confirmation", local_status="confirming")(plan, fake, settings)
+    fake.fail("retrieve", "conn", times=None)
+    return order
+
+
 VIEWS = {
     "ready": (_fulfilled, ["You're all set", "active until"]),
     "setting_up": (_paid_but_setup_failing, ["Setting up your access", "will not be charged again"]),
-    "confirming": (_in_stripe("processing", local_status="processing"), ["Confirming your payment"]),
+    "confirming": (_unanswered_confirm, ["Confirming your payment", "don't pay again"]),
+    "processing": (_in_stripe("processing", local_status="processing"), ["processing your payment", "don't pay again"]),
+    "not_charged_retry": (
+        _in_stripe("requires_confirmation", local_status="confirming"),
+        ["didn't go through", "not been charged", "Try again"],
+    ),
+    "awaiting_payment": (lambda plan, fake, settings: OrderFactory(plan=plan), ["Waiting for your payment"]),
     "needs_authentication": (_in_stripe("requires_action", local_status="requires_action"), ["3-D Secure"]),
     "declined": (
         _in_stripe("requires_payment_method", local_status="declined"),
@@ -235,6 +255,7 @@ VIEWS = {
 def test_the_order_page_tells_the_right_story(view, client, plan, fake_stripe, settings):
     make, words = VIEWS[view]
     order = make(plan, fake_stripe, settings)
+    give_cookie(client, order.reference)  # the browser that placed it (a stranger's page: test_order_privacy.py)
     response = client.get(f"/orders/{order.reference}/")
     page = response.content.decode()
     assert response.status_code == 200
@@ -270,3 +291,13 @@ def test_a_refused_csrf_token_says_nothing_was_charged(plan):
     assert "You have not been charged" in response.content.decode()
     json_response = client.post("/checkout/", {"email": "a@b.c"}, HTTP_ACCEPT="application/json")
     assert "not been charged" in json_response.json()["error"]
+    assert "Back to checkout" in response.content.decode() and "Back to the console" not in response.content.decode()
+
+
+def test_a_refused_csrf_token_in_the_console_says_the_page_expired_not_payment(plan):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "a@b.c", "password": "x"})
+    page = response.content.decode()
+    assert response.status_code == 403 and "This page expired" in page and 'href="/admin/">Back to the console' in page
+    assert "payment" not in page and "charged" not in page and "Back to checkout" not in page

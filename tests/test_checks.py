@@ -4,7 +4,7 @@ import pytest
 from django.core.checks import run_checks
 from djstripe.models import WebhookEndpoint
 
-from billing.checks import check_production_settings
+from billing.checks import check_production_settings, check_reconcile_interval, check_webhook_endpoint
 from config.settings import DEV_SECRET_KEY
 
 pytestmark = pytest.mark.django_db
@@ -21,11 +21,12 @@ def production(settings, webhook_endpoint):
     settings.ALLOWED_HOSTS = ["paidup.example"]
     settings.STRIPE_SECRET_KEY = LIVE_SECRET
     settings.STRIPE_PUBLISHABLE_KEY = LIVE_PUBLISHABLE
+    settings.SHOW_DEV_EMAILS = False  # tests/settings.py turns the outbox page on
     return settings
 
 
 def error_ids() -> list[str]:
-    return [error.id for error in check_production_settings()]
+    return [error.id for error in check_production_settings() + check_webhook_endpoint()]
 
 
 def test_a_correct_production_deploy_passes(production):
@@ -58,7 +59,8 @@ def test_it_refuses_to_start_without_a_webhook_endpoint_and_its_secret(productio
         WebhookEndpoint.objects.all().delete()
     else:
         WebhookEndpoint.objects.update(secret=secret)
-    errors = check_production_settings()
+    assert check_production_settings() == []
+    errors = check_webhook_endpoint()
     assert [e.id for e in errors] == ["paidup.E005"]
     assert "stripe_setup" in errors[0].hint
 
@@ -81,3 +83,90 @@ def test_with_debug_on_nothing_is_required(production):
     production.STRIPE_SECRET_KEY = production.STRIPE_PUBLISHABLE_KEY = ""
     WebhookEndpoint.objects.all().delete()
     assert error_ids() == []
+
+
+CONSOLE_BACKENDS = [
+    "anymail.backends.console.EmailBackend",
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.filebased.EmailBackend",
+]
+
+
+@pytest.mark.parametrize("backend", CONSOLE_BACKENDS)
+def test_it_refuses_a_mailer_that_writes_sign_in_links_into_the_logs(production, backend):
+    production.EMAIL_BACKEND = backend
+    errors = check_production_settings()
+    assert [e.id for e in errors] == ["paidup.E006"]
+    assert "sign-in links" in errors[0].msg and "ALLOW_CONSOLE_EMAIL=1" in errors[0].hint
+
+
+def test_the_operator_may_allow_the_console_mailer_explicitly(production):
+    production.EMAIL_BACKEND = CONSOLE_BACKENDS[0]
+    production.ALLOW_CONSOLE_EMAIL = True
+    assert error_ids() == []
+
+
+def test_with_debug_on_the_console_mailer_is_fine(production):
+    production.DEBUG, production.EMAIL_BACKEND = True, CONSOLE_BACKENDS[0]
+    assert error_ids() == []
+
+
+@pytest.mark.parametrize("minutes, expected", [(1, []), (15, []), (0, ["paidup.E007"]), (-5, ["paidup.E007"])])
+def test_the_reconcile_interval_must_be_a_minute_or_more_even_in_debug(settings, minutes, expected):
+    settings.DEBUG = True
+    settings.RECONCILE_INTERVAL_MINUTES = minutes
+    assert [e.id for e in check_reconcile_interval()] == expected
+
+
+def test_it_refuses_the_public_outbox_page_in_production(production):
+    production.SHOW_DEV_EMAILS = True
+    errors = check_production_settings()
+    assert [e.id for e in errors] == ["paidup.E008"]
+    assert "/dev/emails/" in errors[0].msg
+
+
+def test_left_over_failpoints_are_refused_in_production(production):
+    # Before: only a warning (paidup.W001), and the server started, ready to die after a real charge.
+    production.FAILPOINTS = "after_charge=exit"
+    [error] = check_production_settings()
+    assert error.id == "paidup.E012" and error.is_serious()
+    assert "after_charge=exit" in error.msg and "ALLOW_FAILPOINTS=1" in error.hint
+
+
+def test_failpoints_for_a_crash_drill_are_a_warning_when_allowed(production):
+    production.FAILPOINTS = "after_charge=exit"
+    production.ALLOW_FAILPOINTS = True
+    [warning] = check_production_settings()
+    assert warning.id == "paidup.W001" and not warning.is_serious()
+
+
+@pytest.mark.parametrize("name, value", [("SHOW_DEV_EMAILS", True), ("FAILPOINTS", "after_charge=exit")])
+def test_dev_switches_are_fine_with_debug_on(production, name, value):
+    production.DEBUG = True
+    setattr(production, name, value)
+    assert check_production_settings() == []
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("DISPUTE_ACCESS", "keep", []),
+        ("DISPUTE_ACCESS", "suspend", []),
+        ("DISPUTE_ACCESS", "Suspend", ["paidup.E009"]),
+        ("DISPUTE_ACCESS", "", ["paidup.E009"]),
+        ("EFW_AUTO_REFUND", "off", []),
+        ("EFW_AUTO_REFUND", "below_fee", []),
+        ("EFW_AUTO_REFUND", "always", []),
+        ("EFW_AUTO_REFUND", "yes", ["paidup.E010"]),
+        ("DISPUTE_FEE_CENTS", 1500, []),
+        ("DISPUTE_FEE_CENTS", 0, ["paidup.E011"]),
+        ("DISPUTE_FEE_CENTS", -15, ["paidup.E011"]),
+    ],
+)
+def test_the_dispute_policies_are_checked_at_start_even_in_debug(settings, name, value, expected):
+    from billing.checks import check_dispute_policies
+
+    settings.DEBUG = True
+    setattr(settings, name, value)
+    assert [error.id for error in check_dispute_policies()] == expected
+    assert {e.id for e in run_checks() if e.id in ("paidup.E009", "paidup.E010", "paidup.E011")} == set(expected)

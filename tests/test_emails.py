@@ -7,10 +7,10 @@ from anymail.backends.test import EmailBackend as AnymailTestBackend
 from anymail.exceptions import AnymailAPIError
 from django.utils import timezone
 
-from accounts.signin import user_for_token
-from billing import emails
+from accounts.signin import send_signin_link, user_for_token
 from billing.fulfilment import fulfil
 from billing.models import OutboundEmail
+from outbox import sending
 from tests.factories import OrderFactory, UserFactory, payment_intent
 
 pytestmark = pytest.mark.django_db
@@ -51,13 +51,13 @@ def test_a_failed_send_is_kept_and_retried_after_its_backoff(fulfil_order, clock
 
     settings.FAILPOINTS = ""
     later(clock, 10)
-    assert emails.send_due_emails() == 0  # not due yet
+    assert sending.send_due_emails() == 0  # not due yet
     later(clock, 21)
-    assert emails.send_due_emails() == 1
+    assert sending.send_due_emails() == 1
     email.refresh_from_db()
     assert email.status == "sent" and email.attempts == 2 and email.last_error == ""
     assert email.sent_at == timezone.now()
-    assert emails.send_due_emails() == 0
+    assert sending.send_due_emails() == 0
     assert len(mailoutbox) == 1
     assert list(email.order.events.filter(kind__startswith="email:").values_list("kind", flat=True)) == [
         "email:queued",
@@ -83,7 +83,7 @@ def test_it_gives_up_after_the_last_attempt_and_says_so_on_the_timeline(fulfil_o
     for _ in range(4):
         waits.append((email.next_attempt_at - timezone.now()).total_seconds())
         later(clock, 3600)
-        emails.send_due_emails()
+        sending.send_due_emails()
         email.refresh_from_db()
     assert waits[:2] == [30, 60]
     assert email.status == "failed" and email.attempts == 3
@@ -96,9 +96,9 @@ def test_claim_lets_exactly_one_worker_send(fulfil_order, clock, settings):
     settings.FAILPOINTS = "email_send=raise"
     email = fulfil_order()
     later(clock, 30)
-    assert emails.claim(email.pk) is True
-    assert emails.claim(email.pk) is False
-    assert emails.send_outbound_email(email.pk).startswith("not claimable")
+    assert sending.claim(email.pk) is True
+    assert sending.claim(email.pk) is False
+    assert sending.send_outbound_email(email.pk).startswith("not claimable")
     email.refresh_from_db()
     assert email.status == "sending" and email.attempts == 2  # the failed send, then this claim
 
@@ -107,19 +107,19 @@ def test_a_send_interrupted_mid_way_is_claimed_again_later(fulfil_order, clock, 
     settings.FAILPOINTS = "email_send=raise"
     email = fulfil_order()
     later(clock, 30)
-    assert emails.claim(email.pk)  # then the worker is killed
+    assert sending.claim(email.pk)  # then the worker is killed
     later(clock, 9 * 60)
-    assert not emails.claim(email.pk)
+    assert not sending.claim(email.pk)
     later(clock, 61 + 1)
-    assert emails.claim(email.pk)
+    assert sending.claim(email.pk)
 
 
 def test_a_sent_email_is_never_sent_again(fulfil_order, mailoutbox):
     email = fulfil_order()
     assert email.status == "sent"
-    assert emails.claim(email.pk) is False
-    assert emails.send_outbound_email(email.pk).startswith("not claimable")
-    assert emails.send_due_emails() == 0
+    assert sending.claim(email.pk) is False
+    assert sending.send_outbound_email(email.pk).startswith("not claimable")
+    assert sending.send_due_emails() == 0
     assert len(mailoutbox) == 1
 
 
@@ -134,7 +134,7 @@ def test_the_esp_gets_tags_and_the_order_reference(fulfil_order, mailoutbox, set
 
 
 def test_no_email_exists_when_its_cause_rolled_back(plan, settings, django_capture_on_commit_callbacks, mailoutbox):
-    from billing.failpoints import FailpointError
+    from config.failpoints import FailpointError
 
     settings.FAILPOINTS = "fulfil_before_commit=raise"
     order = OrderFactory(plan=plan)
@@ -146,7 +146,7 @@ def test_no_email_exists_when_its_cause_rolled_back(plan, settings, django_captu
 def test_the_sign_in_link_email(mailoutbox, django_capture_on_commit_callbacks, settings):
     user = UserFactory(email="ada@example.com")
     with django_capture_on_commit_callbacks(execute=True):
-        email = emails.send_signin_link(user)
+        email = send_signin_link(user)
     email.refresh_from_db()
     assert email.status == "sent" and email.kind == "signin" and email.order is None
     message = mailoutbox[0]
@@ -164,9 +164,9 @@ def test_a_send_that_kills_its_worker_every_time_gives_up(fulfil_order, clock, s
     email = fulfil_order()  # attempt 1 failed
     for _ in range(2):  # attempts 2 and 3: claimed, then the worker dies mid-send
         later(clock, 11 * 60)
-        assert emails.claim(email.pk)
+        assert sending.claim(email.pk)
     later(clock, 11 * 60)
     settings.FAILPOINTS = ""
-    assert emails.send_due_emails() == 0
+    assert sending.send_due_emails() == 0
     email.refresh_from_db()
     assert email.status == "failed" and "died while sending" in email.last_error

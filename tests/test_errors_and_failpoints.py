@@ -10,8 +10,8 @@ from django.template import TemplateDoesNotExist
 from django.test import Client
 
 from billing import errors
-from billing.failpoints import FailpointError, failpoint, parse
 from billing.models import Order
+from config.failpoints import FailpointError, failpoint, parse
 from tests.fixtures.services import CARD, cookie_reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_an_exit_failpoint_kills_the_process_without_cleanup():
     script = (
         "import atexit, django; django.setup()\n"
         "atexit.register(lambda: print('atexit ran'))\n"
-        "from billing.failpoints import failpoint\n"
+        "from config.failpoints import failpoint\n"
         "failpoint('email_send')\n"
         "print('before', flush=True)\n"
         "failpoint('after_charge')\n"

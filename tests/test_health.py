@@ -6,9 +6,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from billing.models import Order, ReconciliationRun
-from support.alerts import raise_alert, send_followups
-from support.models import Alert
+from billing.alerts import raise_alert, send_followups
+from billing.models import Alert, Order, ReconciliationRun
 from tests.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db

@@ -2,18 +2,24 @@
 PaidUp's real entry points, and checks the invariants of the design card after every step.
 
 The world: customers open checkouts and pay (card succeeds, is declined, is refused, or needs
-3-D Secure, which the customer later passes or fails), correct their email, come back to the
+3-D Secure, which the customer later passes or fails; Stripe may answer any call of the
+checkout with a card error, 429, 500, a connection error or a lost answer), correct their email, come back to the
 checkout and visit their order page; someone pays outside any checkout; Stripe cancels
 payments, is refunded from its dashboard, and delivers webhooks late, twice, out of order or
 never. The server crashes at any failpoint during a request, a webhook, a reconciliation run
 or a support action, and Stripe's API is sometimes unreachable. Reconciliation runs; support
-fulfils, refunds and attaches payments from the console; time passes.
+fulfils, refunds and attaches payments from the console; time passes. Banks dispute payments
+and decide the disputes; card issuers send early fraud warnings (issue 11; DISPUTE_ACCESS=suspend).
 
 After every step: I1, I3, I4 (so far), I5, and no order moves backwards. At the end of every
 example (`state.teardown()` in a failing sequence) the world heals: Stripe delivers
 everything it still owes, and the jobs (reconciliation, the email sweep) run until a run
 changes nothing. Then I2: every succeeded payment is fulfilled or refunded; refunds here
-equal Stripe's; every email went out.
+equal Stripe's; every email went out; every dispute and warning Stripe has is recorded and
+linked to its order; no access after a lost dispute.
+
+After every step also: every dispute recorded here is alerted exactly once (one "dispute opened"
+alert, keyed by its id), every warning once.
 
 PAIDUP_MODEL_EXAMPLES sets the number of examples (default 200), PAIDUP_MODEL_STEPS the
 steps per example (default 25).
@@ -22,6 +28,7 @@ steps per example (default 25).
 import functools
 import os
 import sys
+import time
 import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -42,13 +49,16 @@ from hypothesis.stateful import (
 )
 
 from accounts.models import User
-from billing import emails, reconciliation
-from billing.failpoints import FailpointError
-from billing.models import Order, OrderEvent, OutboundEmail, Refund, Subscription
+from billing import access, reconciliation
+from billing.models import Alert, Dispute, EarlyFraudWarning, Order, OrderEvent, OutboundEmail, Refund, Subscription
+from billing.refunds import RANK
+from config.failpoints import NAMES, FailpointError
+from outbox import sending
 from support import actions
 from tests.factories import PlanFactory
+from tests.fixtures import stripe_disputes
 from tests.fixtures.model import Example, StripeWorld
-from tests.fixtures.services import cookie_reference
+from tests.fixtures.services import cookie_reference, make_event
 
 EXAMPLES = int(os.environ.get("PAIDUP_MODEL_EXAMPLES", 200))
 STEPS = int(os.environ.get("PAIDUP_MODEL_STEPS", 25))
@@ -60,8 +70,12 @@ PLANS = {"pro-year": 24900, "pro-month": 2900}
 CARDS = ["succeeded", "declined", "requires_action", "refused"]
 PAYMENT_METHOD = "pm_1Card4242visa"
 # The failpoint a step crashes at, if any (half the time: none), among those it passes.
-CHECKOUT_CRASH = st.none() | st.sampled_from(
-    ["after_order_commit", "after_charge", "fulfil_before_commit", "before_response", "email_send"]
+# (Every failpoint lies on the checkout's path.)
+CHECKOUT_CRASH = st.none() | st.sampled_from(sorted(NAMES))
+# What Stripe may answer one call of a checkout instead of the work (FakeStripe.fail).
+STRIPE_ANSWER = st.none() | st.tuples(
+    st.sampled_from(["customer", "create", "confirm", "retrieve", "cancel"]),
+    st.sampled_from(["card", "429", "500", "conn", "lost"]),
 )
 FULFIL_CRASH = st.none() | st.sampled_from(["fulfil_before_commit", "email_send"])
 MAX_CHECKOUTS = 3
@@ -105,6 +119,9 @@ class PaidUpWorld(RuleBasedStateMachine):
         self.checkout_count = 0
         self.paid_outside = False
         self.last_state: dict = {}
+        # Per order, the refunds that were counted as money sent at some step: each must have
+        # had its email by the end (one per refund id, even if it failed later).
+        self.emailed_refunds: dict = {}
 
     def teardown(self) -> None:
         try:
@@ -115,12 +132,16 @@ class PaidUpWorld(RuleBasedStateMachine):
             self.example.close()
 
     @contextmanager
-    def step(self, crash: str | None = None, *, stripe_down: bool = False):
+    def step(self, crash: str | None = None, *, stripe_down: bool = False, answer: tuple | None = None):
         """One thing happening in the world: a second passes, the server may crash at `crash`,
-        Stripe's API may be unreachable, work handed to after-commit (emails) runs, and Stripe
+        Stripe's API may be unreachable or give one call a bad `answer` ((call, answer) as
+        FakeStripe.fail takes them), work handed to after-commit (emails) runs, and Stripe
         queues the events it owes."""
         self.example.shift(1)
         self.stripe.fake.down = stripe_down
+        if answer is not None:
+            call, kind = answer
+            self.stripe.fake.fail(call, kind, times=None if kind in ("429", "conn") else 1)
         try:
             with (
                 override_settings(FAILPOINTS=f"{crash}=raise" if crash else ""),
@@ -129,6 +150,7 @@ class PaidUpWorld(RuleBasedStateMachine):
                 yield
         finally:
             self.stripe.fake.down = False
+            self.stripe.fake.heal()
         self.stripe.emit_events()
 
     # --- customers ---------------------------------------------------------------------
@@ -152,18 +174,29 @@ class PaidUpWorld(RuleBasedStateMachine):
         plan=st.sampled_from(sorted(PLANS)),
         crash=CHECKOUT_CRASH,
         new_email=st.none() | st.sampled_from(EMAILS),
+        answer=STRIPE_ANSWER,
+        another_year=st.booleans(),
     )
-    def customer_pays(self, checkout, card, plan, crash, new_email=None):
-        """Submits the form (again, if they did before, perhaps correcting their email): a
-        resubmit must never charge twice."""
+    def customer_pays(self, checkout, card, plan, crash, new_email=None, answer=None, another_year=False):
+        """Submits the form (again, if they did before, perhaps correcting their email), while
+        Stripe may answer one call badly: a resubmit must never charge twice, and no key may be
+        replayed with other parameters. An email that already has access must tick "another
+        year" (`another_year`), or nothing is sent to Stripe (issue 10)."""
         checkout.email = new_email or checkout.email
         before = set(self.stripe.fake.intents)
         self.stripe.fake.next_status = card
         form = {"email": checkout.email, "payment_method": PAYMENT_METHOD, "plan": plan}
-        with self.step(crash):
+        if another_year:
+            form["extend_access"] = checkout.email
+        had_access = access.access_until(checkout.email) is not None
+        with self.step(crash, answer=answer):
             status = checkout.client.post("/checkout/", form).status_code
-        assert status in (302, 402) or (crash and status == 500), f"checkout answered {status}"
-        if status == 402:  # the page says "You have not been charged"
+        assert self.stripe.fake.refusals == 0, "an idempotency key was replayed with other parameters"
+        assert status in (302, 402, 503, 409) or (crash and status == 500), f"checkout answered {status}"
+        if status == 409:  # "You already have access until …": asked first, nothing sent to Stripe
+            assert had_access and not another_year, "asked about access that the email does not have"
+            assert set(self.stripe.fake.intents) == before, "charged before the customer confirmed another year"
+        if status in (402, 503):  # the page says "You have not been charged"
             order = checkout.order()
             charged = [pi for pi in self.stripe.of_order(order) if pi["status"] == "succeeded"]
             assert not charged, f"the customer was told they were not charged, but {charged[0]['id']} succeeded"
@@ -235,6 +268,63 @@ class PaidUpWorld(RuleBasedStateMachine):
         left = self.stripe.fake.intents[pi]["amount"] - self.stripe.refunded(pi)
         with self.step():
             self.stripe.fake.refund(pi, left if full else min(left, 1000))
+
+    @precondition(lambda self: self.stripe.failable_refunds())
+    @rule(which=st.integers(0, 3), cancelled=st.booleans())
+    def stripe_refund_fails(self, which, cancelled):
+        """Days later the bank sends a refund back (a closed card), or it is cancelled: the money
+        is in our balance again and the customer, who was told it was coming, got nothing."""
+        failable = self.stripe.failable_refunds()
+        refund = failable[which % len(failable)]
+        with self.step():
+            refund["status"] = "canceled" if cancelled else "failed"
+            refund["failure_reason"] = "" if cancelled else "expired_or_canceled_card"
+            refund["updated"] = int(time.time())  # when Stripe's refund.failed / .updated event is created
+
+    # --- banks and card issuers (issue 11) ---------------------------------------------------
+
+    def undisputed(self) -> list[dict]:
+        disputed = {d["payment_intent"] for d in self.stripe.fake.disputes}
+        return [pi for pi in self.stripe.with_status("succeeded") if pi["id"] not in disputed]
+
+    @precondition(lambda self: self.undisputed())
+    @rule(which=st.integers(0, 3))
+    def bank_opens_dispute(self, which):
+        """The cardholder's bank disputes a payment; Stripe sends `charge.dispute.created`."""
+        candidates = self.undisputed()
+        pi = candidates[which % len(candidates)]
+        with self.step():
+            du = stripe_disputes.dispute(payment_intent=pi["id"], amount=pi["amount"], currency=pi["currency"])
+            self.stripe.fake.disputes.append(du)
+            self.stripe.pending.append(make_event("charge.dispute.created", dict(du)))
+
+    @precondition(lambda self: any(d["status"] == "needs_response" for d in self.stripe.fake.disputes))
+    @rule(which=st.integers(0, 3), won=st.booleans())
+    def bank_decides_dispute(self, which, won):
+        """The bank decides; Stripe sends `charge.dispute.closed` (maybe before `.created`)."""
+        open_disputes = [d for d in self.stripe.fake.disputes if d["status"] == "needs_response"]
+        du = open_disputes[which % len(open_disputes)]
+        with self.step():
+            du["status"] = "won" if won else "lost"
+            self.stripe.pending.append(make_event("charge.dispute.closed", dict(du)))
+
+    @precondition(lambda self: self.stripe.with_status("succeeded"))
+    @rule(which=st.integers(0, 3))
+    def issuer_sends_early_fraud_warning(self, which):
+        pi = self.stripe.pick(which, "succeeded")
+        with self.step():
+            warning = stripe_disputes.early_fraud_warning(payment_intent=pi)
+            self.stripe.fake.fraud_warnings.append(warning)
+            self.stripe.pending.append(make_event("radar.early_fraud_warning.created", dict(warning)))
+
+    @invariant()
+    def disputes_are_alerted_once(self):
+        disputes = set(Dispute.objects.values_list("stripe_dispute_id", flat=True))
+        alerted = Counter(Alert.objects.filter(reason=Alert.Reason.DISPUTE).values_list("key", flat=True))
+        assert alerted == Counter(f"dispute:{d}" for d in disputes), f"dispute alerts {alerted} for {disputes}"
+        warnings = set(EarlyFraudWarning.objects.values_list("stripe_warning_id", flat=True))
+        alerted = Counter(Alert.objects.filter(key__startswith="fraud_warning:").values_list("key", flat=True))
+        assert alerted == Counter(f"fraud_warning:{w}" for w in warnings), f"warning alerts {alerted}"
 
     @precondition(lambda self: self.stripe.pending)
     @rule(which=st.integers(0, 8), crash=FULFIL_CRASH)
@@ -358,9 +448,14 @@ class PaidUpWorld(RuleBasedStateMachine):
             access_emails[order_id].append(to)
         subscriptions = Counter(Subscription.objects.values_list("order_id", flat=True))
         refunds = defaultdict(list)
-        for order_id, refund_id, amount in Refund.objects.values_list("order_id", "stripe_refund_id", "amount_cents"):
-            refunds[order_id].append((refund_id, amount))
+        for order_id, refund_id, amount, status in Refund.objects.values_list(
+            "order_id", "stripe_refund_id", "amount_cents", "status"
+        ):
+            refunds[order_id].append((refund_id, amount, status))
         stripe_refunds = {r.id: r for r in self.stripe.fake.refunds}
+        refund_emails = defaultdict(list)
+        for email in OutboundEmail.objects.filter(kind="refund").exclude(key=""):
+            refund_emails[email.order_id].append(email)
         charges = Counter(pi["metadata"].get("order_id") for pi in self.stripe.with_status("succeeded"))
 
         for pk, reference, state, pi_id, amount, currency, refunded in orders:
@@ -394,12 +489,22 @@ class PaidUpWorld(RuleBasedStateMachine):
                 paid_with = self.stripe.fake.intents[pi_id]["metadata"]["email"]
                 assert access_emails[pk][0].lower() == paid_with.lower(), f"{ref}: access sent to {access_emails[pk]}"
 
-            # I4: never more than the charge, and every refund here is one Stripe made on this payment.
-            assert sum(a for _, a in refunds[pk]) == refunded <= amount, f"I4: {ref} refunded {refunded}"
-            for refund_id, refund_amount in refunds[pk]:
+            # I4: the refunded total is the sum of the refunds sent or on their way, never more than
+            # the charge; every refund here is one Stripe made on this payment, never further
+            # along than Stripe says (a failed refund is never counted as money sent).
+            counted = sum(a for _, a, status in refunds[pk] if status in Refund.COUNTED)
+            assert counted == refunded <= amount, f"I4: {ref} refunded {refunded}, its refunds say {counted}"
+            for refund_id, refund_amount, status in refunds[pk]:
                 made = stripe_refunds.get(refund_id)
                 assert made is not None and made.amount == refund_amount, f"I4: {refund_id} is not Stripe's"
                 assert made.payment_intent == pi_id, f"I4: {ref}: {refund_id} refunds another payment"
+                assert RANK[status] <= RANK[made.status], f"I4: {refund_id} is {status} here, {made.status} at Stripe"
+            assert len({m.key for m in refund_emails[pk]}) == len(refund_emails[pk]), f"{ref}: a refund emailed twice"
+            counted_ids = {f"refund:{i}" for i, _, status in refunds[pk] if status in Refund.COUNTED}
+            assert {m.key for m in refund_emails[pk]} <= {f"refund:{i}" for i, _, _ in refunds[pk]}, (
+                f"{ref}: an email for a refund not recorded"
+            )
+            self.emailed_refunds.setdefault(pk, set()).update(counted_ids)
 
     # --- healing, then liveness ------------------------------------------------------------
 
@@ -414,7 +519,7 @@ class PaidUpWorld(RuleBasedStateMachine):
                     assert self.stripe.deliver(event) == 200, f"healing: webhook {event['type']} refused"
             with self.step():
                 run = reconciliation.run()
-                emails.send_due_emails()
+                sending.send_due_emails()
             assert run.ok, run.errors
             now = self.snapshot()
             if now == last and not self.stripe.pending:
@@ -425,7 +530,7 @@ class PaidUpWorld(RuleBasedStateMachine):
     def snapshot(self) -> tuple:
         return (
             sorted(Order.objects.values_list("reference", "state", "refunded_cents", "needs_attention")),
-            Refund.objects.count(),
+            sorted(Refund.objects.values_list("stripe_refund_id", "status")),
             Subscription.objects.count(),
             sorted(OutboundEmail.objects.values_list("kind", "to", "status")),
         )
@@ -440,17 +545,36 @@ class PaidUpWorld(RuleBasedStateMachine):
             assert order is not None, f"I2: {pi_id} succeeded and has no order"
             ref = f"{order.reference} ({order.state})"
             assert order.state in (State.FULFILLED, State.REFUNDED), f"I2: {pi_id} succeeded but {ref}"
-            # I4: every refund made in Stripe is recorded here; a full one ends the order.
+            # I4: every refund made in Stripe is recorded here, in Stripe's status; a full one ends
+            # the order; and each refund the customer was counted as getting had its own email.
             assert order.refunded_cents == self.stripe.refunded(pi_id), f"I4: {ref} refunds differ from Stripe"
+            ours = dict(Refund.objects.filter(order=order).values_list("stripe_refund_id", "status"))
+            theirs = {r.id: r.status for r in self.stripe.fake.refunds if r.payment_intent == pi_id}
+            assert ours == theirs, f"I4: {ref} refunds {ours} here, {theirs} at Stripe"
+            keys = set(OutboundEmail.objects.filter(order=order, kind="refund").values_list("key", flat=True))
+            assert self.emailed_refunds.get(order.pk, set()) <= keys, f"{ref}: a refund had no email"
             if order.refunded_cents >= order.amount_cents:
                 assert order.state == State.REFUNDED, f"I4: {ref} fully refunded in Stripe"
         unsent = OutboundEmail.objects.exclude(status=OutboundEmail.Status.SENT)
         assert not unsent.exists(), f"emails never sent: {list(unsent)}"
+        # Issue 11: every dispute and warning is recorded and linked, a dispute with Stripe's
+        # last status; no access after a lost dispute (DISPUTE_ACCESS=suspend).
+        for du in self.stripe.fake.disputes:
+            dispute = Dispute.objects.select_related("order").get(stripe_dispute_id=du["id"])
+            assert dispute.status == du["status"], f"{du['id']} is {dispute.status} here, {du['status']} in Stripe"
+            assert dispute.order == orders.get(du["payment_intent"]), f"{du['id']} is not linked to its order"
+            subscription = getattr(dispute.order, "subscription", None)
+            if du["status"] == "lost" and subscription is not None:
+                assert not subscription.is_active, f"{dispute.order.reference} has access after a lost dispute"
+        for warning in self.stripe.fake.fraud_warnings:
+            row = EarlyFraudWarning.objects.get(stripe_warning_id=warning["id"])
+            assert row.order == orders.get(warning["payment_intent"]), f"{warning['id']} is not linked"
 
 
 @pytest.fixture
-def world(plan, webhook_endpoint) -> type[PaidUpWorld]:
+def world(plan, webhook_endpoint, request) -> type[PaidUpWorld]:
     """The machine class, bound to rows that outlive the examples: plans, endpoint, support."""
+    request.getfixturevalue("settings").DISPUTE_ACCESS = "suspend"
     PlanFactory(slug="pro-month", name="PaidUp Pro, one month", amount_cents=PLANS["pro-month"], duration_days=31)
     assert plan.amount_cents == PLANS[plan.slug]
     support_user = User.objects.create(email="ada@support.paidup.example", is_staff=True, is_superuser=True)

@@ -2,10 +2,14 @@
 
 "The server is killed right after Stripe charged the card, the one webhook is lost because the
 server is down, and within two minutes of the server coming back the order is fulfilled, the
-customer has exactly one recovery email, and nothing was charged twice."
+customer has exactly one access email, and nothing was charged twice."
+
+The email is the confirmation: which one goes out follows how long the customer has waited since
+Stripe charged the card (LATE_FULFILMENT_SECONDS, default 300), not which path fulfilled the order
+(issue 7, item 4), and here reconciliation gets there well within that.
 
 How fast: reconciliation leaves an order alone for RECONCILE_GRACE_SECONDS (default 60) and the q
-schedule runs it every minute, so with the defaults the recovery email is queued at the first run
+schedule runs it every minute, so with the defaults the access email is queued at the first run
 after the grace: at least 60 s and at most 60 + 60 = 120 s after the crash, whenever the server
 comes back within that time. This test shrinks both (a grace of GRACE s, a run every TICK s) to
 keep CI fast, and prints what it measured.
@@ -58,27 +62,27 @@ def test_the_server_dies_after_the_charge_and_reconciliation_recovers_the_order(
     back_at = timezone.now()
     runs = []
 
-    def recovery_email():
+    def access_email():
         runs.append(tasks.reconcile())
-        return OutboundEmail.objects.filter(order=order, kind=OutboundEmail.Kind.RECOVERY).first()
+        return OutboundEmail.objects.filter(order=order, kind__in=OutboundEmail.ACCESS_KINDS).first()
 
-    email = crash_site.site.wait_for(recovery_email, timeout=60, interval=TICK, message="the recovery email")
+    email = crash_site.site.wait_for(access_email, timeout=60, interval=TICK, message="the access email")
 
     after_crash = (email.created_at - crashed_at).total_seconds()
     after_restart = (email.created_at - back_at).total_seconds()
     print(
-        f"\nseed story: recovery email queued {after_crash:.1f} s after the crash, {after_restart:.1f} s after "
+        f"\nseed story: access email queued {after_crash:.1f} s after the crash, {after_restart:.1f} s after "
         f"the restart (grace {GRACE} s, a run every {TICK} s; {len(runs)} runs: {runs[-1]})"
     )
     assert all(run.endswith("errors=0") for run in runs), runs
     order.refresh_from_db()
     assert (order.state, order.fulfilled_via) == (Order.State.FULFILLED, Order.Via.RECONCILIATION)
     email.refresh_from_db()
-    assert [e.kind for e in access_emails(order)] == [OutboundEmail.Kind.RECOVERY]
+    assert [e.kind for e in access_emails(order)] == [OutboundEmail.Kind.CONFIRMATION]  # seconds, not minutes
     assert (email.status, email.to) == (OutboundEmail.Status.SENT, EMAIL)
     [message] = mail.outbox
     assert message.to == [EMAIL] and order.reference in message.subject
-    assert "you were charged only once" in message.body
+    assert "paid once" in message.body
     # Nothing charged twice: one succeeded PaymentIntent for the order, and in all of Stripe.
     intents = list(crash_site.api.v1.payment_intents.list({"limit": 100}).auto_paging_iter())
     assert [pi.id for pi in intents if pi.status == "succeeded"] == [charge.id]

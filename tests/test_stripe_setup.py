@@ -14,7 +14,7 @@ from djstripe.enums import WebhookEndpointStatus
 from djstripe.models import Account, APIKey, WebhookEndpoint
 
 from billing import stripe_setup
-from billing.webhooks import PAYMENT_INTENT_EVENTS
+from billing.webhooks import WEBHOOK_EVENTS
 from tests.fixtures.localstripe import _free_port
 
 
@@ -93,7 +93,7 @@ def test_it_seeds_the_rows_and_registers_the_endpoint_with_localstripe(db, local
     endpoint = WebhookEndpoint.objects.get()
     assert endpoint.url == f"{listener.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
     assert endpoint.secret.startswith("whsec_")
-    assert endpoint.enabled_events == PAYMENT_INTENT_EVENTS
+    assert endpoint.enabled_events == WEBHOOK_EVENTS
     assert APIKey.objects.get().djstripe_owner_account == endpoint.djstripe_owner_account == Account.objects.get()
     assert endpoint.url in output
 
@@ -107,7 +107,7 @@ def test_it_seeds_the_rows_and_registers_the_endpoint_with_localstripe(db, local
     stripe.WebhookSignature.verify_header(
         delivery["body"].decode(), delivery["headers"]["Stripe-Signature"], endpoint.secret, 300
     )
-    assert {json.loads(r["body"])["type"] for r in listener.received} <= set(PAYMENT_INTENT_EVENTS)
+    assert {json.loads(r["body"])["type"] for r in listener.received} <= set(WEBHOOK_EVENTS)
 
 
 @pytest.mark.localstripe
@@ -210,12 +210,12 @@ def test_it_creates_the_endpoint_in_stripe_and_keeps_its_secret(db, fake_stripe_
     assert endpoint.id == "we_fake1"
     assert endpoint.secret == "whsec_we_fake1"
     assert endpoint.url == f"https://paidup.example/stripe/webhook/{endpoint.djstripe_uuid}/"
-    assert endpoint.enabled_events == PAYMENT_INTENT_EVENTS
+    assert endpoint.enabled_events == WEBHOOK_EVENTS
     assert endpoint.djstripe_owner_account.id == "acct_1PaidUp"
     assert APIKey.objects.get(secret=SECRET_KEY).djstripe_owner_account.id == "acct_1PaidUp"
     params = fake_stripe_api.create_spy.call_args.kwargs
     assert params["url"] == endpoint.url
-    assert params["enabled_events"] == PAYMENT_INTENT_EVENTS
+    assert params["enabled_events"] == WEBHOOK_EVENTS
     assert params["metadata"]["djstripe_uuid"] == str(endpoint.djstripe_uuid)
     assert "created" in output
 
@@ -230,7 +230,7 @@ def test_a_rerun_updates_the_endpoint_in_stripe_instead_of_creating_another(db, 
     assert fake_stripe_api.create_spy.call_count == 1
     fake_stripe_api.modify_spy.assert_called_once()
     assert fake_stripe_api.modify_spy.call_args.args == ("we_fake1",)
-    assert fake_stripe_api.modify_spy.call_args.kwargs["enabled_events"] == PAYMENT_INTENT_EVENTS
+    assert fake_stripe_api.modify_spy.call_args.kwargs["enabled_events"] == WEBHOOK_EVENTS
     endpoint = WebhookEndpoint.objects.get()
     assert (endpoint.id, endpoint.djstripe_uuid, endpoint.secret) == (first.id, first.djstripe_uuid, first.secret)
     assert endpoint.url == f"https://www.paidup.example/stripe/webhook/{endpoint.djstripe_uuid}/"

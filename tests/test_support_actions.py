@@ -10,18 +10,16 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
 from accounts.signin import user_for_token
-from billing.fulfilment import fulfil
-from billing.models import Order, OrderEvent, OutboundEmail, Refund, Subscription
+from billing.alerts import raise_alert
+from billing.models import Alert, Order, OrderEvent, OutboundEmail, Refund, Subscription
 from support import actions
 from support.actions import ActionRefused
-from support.alerts import raise_alert
-from support.models import Alert, RefundRequest, SupportCase
-from tests.factories import OrderFactory, UserFactory
+from support.models import RefundRequest, SupportCase
+from tests.factories import OrderFactory, UserFactory, stripe_paid_order
 
 pytestmark = pytest.mark.django_db
 
@@ -46,23 +44,6 @@ def rita(db) -> User:
     return staff("rita@paidup.example", "view_order", "fulfil_order", "refund_order", "attach_payment")
 
 
-def stripe_paid(fake_stripe, *, state: str = "pending", **kwargs) -> Order:
-    """An order whose payment succeeded in Stripe, left in `state` here."""
-    order = OrderFactory(**kwargs)
-    pi = fake_stripe.pay_elsewhere(
-        email=order.email, metadata={"order_id": str(order.id), "reference": order.reference, "email": order.email}
-    )
-    Order.objects.filter(pk=order.pk).update(stripe_payment_intent_id=pi.id, stripe_payment_status="succeeded")
-    order.refresh_from_db()
-    if state in ("paid", "fulfilled"):
-        with transaction.atomic():
-            order.transition(Order.State.PAID, actor="test")
-    if state == "fulfilled":
-        fulfil(order, via="webhook")
-    order.refresh_from_db()
-    return order
-
-
 def snapshot(order: Order) -> dict:
     """What an action may change, to prove a refused one changed nothing."""
     order.refresh_from_db()
@@ -81,7 +62,7 @@ def snapshot(order: Order) -> dict:
 
 
 def test_fulfil_verified_fulfils_what_stripe_confirms(fake_stripe, sam):
-    order = stripe_paid(fake_stripe)
+    order = stripe_paid_order(fake_stripe)  # charged an hour ago
     order.flag_attention("Fulfilment keeps failing", actor="test")
 
     done = actions.fulfil_verified(order, sam)
@@ -93,9 +74,20 @@ def test_fulfil_verified_fulfils_what_stripe_confirms(fake_stripe, sam):
     assert OutboundEmail.objects.get(order=order).kind == "recovery"
 
 
+def test_fulfil_verified_seconds_after_the_charge_sends_the_confirmation(fake_stripe, sam):
+    """The email depends on how long the customer waited, not on who fulfilled."""
+    order = stripe_paid_order(fake_stripe, charged_ago=5)
+
+    done = actions.fulfil_verified(order, sam)
+
+    assert "confirmation email" in done.message
+    assert OutboundEmail.objects.get(order=order).kind == "confirmation"
+    assert OrderEvent.objects.get(order=order, kind="state:fulfilled").data["via"] == "support"
+
+
 @pytest.mark.parametrize("status", ["processing", "requires_payment_method", "canceled"])
 def test_fulfil_verified_refuses_what_stripe_does_not_confirm(fake_stripe, sam, status):
-    order = stripe_paid(fake_stripe)
+    order = stripe_paid_order(fake_stripe)
     fake_stripe.intents[order.stripe_payment_intent_id]["status"] = status
     before = snapshot(order)
 
@@ -106,7 +98,7 @@ def test_fulfil_verified_refuses_what_stripe_does_not_confirm(fake_stripe, sam, 
 
 
 def test_fulfil_verified_refuses_when_stripe_is_unreachable(fake_stripe, sam):
-    order = stripe_paid(fake_stripe, state="paid")
+    order = stripe_paid_order(fake_stripe, state="paid")
     fake_stripe.down = True
     before = snapshot(order)
 
@@ -119,7 +111,7 @@ def test_fulfil_verified_refuses_when_stripe_is_unreachable(fake_stripe, sam):
 def test_fulfil_verified_needs_a_payment_and_does_nothing_twice(fake_stripe, sam):
     with pytest.raises(ActionRefused, match="no Stripe payment"):
         actions.fulfil_verified(OrderFactory(), sam)
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     before = snapshot(order)
     assert "already fulfilled" in actions.fulfil_verified(order, sam).message
     assert snapshot(order) == before
@@ -133,7 +125,7 @@ def signin_link(email: OutboundEmail) -> str:
 
 
 def test_resend_access_sends_a_fresh_working_link(fake_stripe, sam):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     customer = order.subscription.user
     first = signin_link(OutboundEmail.objects.get(order=order))
     User.objects.filter(pk=customer.pk).update(last_login=timezone.now())  # the customer used it
@@ -148,7 +140,7 @@ def test_resend_access_sends_a_fresh_working_link(fake_stripe, sam):
 
 
 def test_resend_access_refuses_an_order_without_access(fake_stripe, sam):
-    order = stripe_paid(fake_stripe, state="paid")
+    order = stripe_paid_order(fake_stripe, state="paid")
     with pytest.raises(ActionRefused, match="Fulfil it first"):
         actions.resend_access(order, sam)
     assert not OutboundEmail.objects.filter(kind="signin").exists()
@@ -162,7 +154,7 @@ def refund(order, user, amount, *, reason="Customer asked", token=None):
 
 
 def test_a_full_refund_refunds_in_stripe_records_it_and_ends_access(fake_stripe, rita):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     token = uuid.uuid4()
 
     done = refund(order, rita, order.amount_cents, token=token)
@@ -182,7 +174,7 @@ def test_a_full_refund_refunds_in_stripe_records_it_and_ends_access(fake_stripe,
 
 
 def test_a_partial_refund_keeps_access_and_the_rest_can_follow(fake_stripe, rita):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
 
     refund(order, rita, 5000)
     order.refresh_from_db()
@@ -196,7 +188,7 @@ def test_a_partial_refund_keeps_access_and_the_rest_can_follow(fake_stripe, rita
 
 
 def test_a_refund_over_the_charge_is_refused_before_stripe(fake_stripe, rita):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     refund(order, rita, 20000)
     before = snapshot(order)
 
@@ -208,7 +200,7 @@ def test_a_refund_over_the_charge_is_refused_before_stripe(fake_stripe, rita):
 
 @pytest.mark.parametrize("reason", ["", "   "])
 def test_a_refund_needs_a_reason(fake_stripe, rita, reason):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     before = snapshot(order)
     with pytest.raises(ActionRefused, match="A reason is required"):
         refund(order, rita, 1000, reason=reason)
@@ -217,14 +209,14 @@ def test_a_refund_needs_a_reason(fake_stripe, rita, reason):
 
 @pytest.mark.parametrize("amount", [0, -100])
 def test_a_refund_needs_an_amount(fake_stripe, rita, amount):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     with pytest.raises(ActionRefused, match="more than zero"):
         refund(order, rita, amount)
     assert not fake_stripe.refunds
 
 
 def test_a_refund_needs_the_refund_permission(fake_stripe, sam):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     before = snapshot(order)
     with pytest.raises(ActionRefused, match="permission"):
         refund(order, sam, 1000)
@@ -240,7 +232,7 @@ def test_an_unpaid_order_cannot_be_refunded(fake_stripe, rita):
 
 @pytest.mark.parametrize("amount", [5000, 24900], ids=["partial", "full"])
 def test_the_same_refund_form_submitted_twice_refunds_once(fake_stripe, rita, amount):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     token = uuid.uuid4()
 
     refund(order, rita, amount, token=token)
@@ -254,7 +246,7 @@ def test_the_same_refund_form_submitted_twice_refunds_once(fake_stripe, rita, am
 
 
 def test_a_refund_stripe_refuses_leaves_nothing_behind(fake_stripe, rita):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     before = snapshot(order)
     fake_stripe.down = True
 
@@ -269,7 +261,7 @@ def test_a_refund_stripe_refuses_leaves_nothing_behind(fake_stripe, rita):
 
 @pytest.mark.parametrize("days", [0, -1, 367])
 def test_extend_refuses_days_out_of_bounds(fake_stripe, sam, days):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     ends_at = order.subscription.ends_at
     with pytest.raises(ActionRefused, match="1 to 366 days"):
         actions.extend(order, sam, days=days)
@@ -278,7 +270,7 @@ def test_extend_refuses_days_out_of_bounds(fake_stripe, sam, days):
 
 @pytest.mark.parametrize("days", [1, 366])
 def test_extend_pushes_the_end_date(fake_stripe, sam, days):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     ends_at = order.subscription.ends_at
 
     actions.extend(order, sam, days=days, reason="Sorry for the delay")
@@ -289,7 +281,7 @@ def test_extend_pushes_the_end_date(fake_stripe, sam, days):
 
 
 def test_extend_starts_from_today_when_access_has_ended(fake_stripe, sam):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     Subscription.objects.filter(order=order).update(ends_at=timezone.now() - timedelta(days=30))
     order.refresh_from_db()
 
@@ -301,7 +293,7 @@ def test_extend_starts_from_today_when_access_has_ended(fake_stripe, sam):
 
 def test_extend_needs_a_subscription(fake_stripe, sam):
     with pytest.raises(ActionRefused, match="Only a fulfilled order"):
-        actions.extend(stripe_paid(fake_stripe, state="paid"), sam, days=10)
+        actions.extend(stripe_paid_order(fake_stripe, state="paid"), sam, days=10)
 
 
 # --- attach_payment -------------------------------------------------------------------
@@ -309,7 +301,10 @@ def test_extend_needs_a_subscription(fake_stripe, sam):
 
 @pytest.mark.parametrize("by", ["payment_intent", "charge"])
 def test_attach_turns_a_bare_payment_into_a_fulfilled_order(fake_stripe, rita, plan, by):
-    pi = fake_stripe.pay_elsewhere(email="lost@example.com", metadata={"email": "Lost@Example.com"})
+    an_hour_ago = int(timezone.now().timestamp()) - 3600
+    pi = fake_stripe.pay_elsewhere(
+        email="lost@example.com", metadata={"email": "Lost@Example.com"}, created=an_hour_ago
+    )
     stripe_id = pi.id if by == "payment_intent" else pi.latest_charge
 
     done = actions.attach_payment(f"  {stripe_id} ", rita)
@@ -323,7 +318,8 @@ def test_attach_turns_a_bare_payment_into_a_fulfilled_order(fake_stripe, rita, p
         True,
     )
     assert OrderEvent.objects.get(order=order, kind="order:attached").actor == "support:rita@paidup.example"
-    assert OutboundEmail.objects.get(order=order).kind == "recovery"
+    assert OutboundEmail.objects.get(order=order).kind == "recovery"  # charged an hour ago
+    assert "recovery email" in done.message
 
 
 def test_attach_finds_the_email_on_the_stripe_customer(fake_stripe, rita, plan):
@@ -367,7 +363,7 @@ def test_attach_refuses_a_payment_that_did_not_succeed(fake_stripe, rita, plan):
 
 
 def test_attach_refuses_a_payment_that_already_has_its_order(fake_stripe, rita):
-    order = stripe_paid(fake_stripe, state="fulfilled")
+    order = stripe_paid_order(fake_stripe, state="fulfilled")
     charge = fake_stripe.intents[order.stripe_payment_intent_id]["latest_charge"]
     for stripe_id in (order.stripe_payment_intent_id, charge):
         with pytest.raises(ActionRefused, match=f"already belongs to order {order.reference}"):
@@ -385,9 +381,29 @@ def test_attach_refuses_when_stripe_is_unreachable(fake_stripe, rita, plan):
 
 def test_attach_refuses_an_amount_no_plan_costs(fake_stripe, rita, plan):
     pi = fake_stripe.pay_elsewhere(email="lost@example.com", amount=1234)
-    with pytest.raises(ActionRefused, match=r"No plan costs \$12.34"):
+    with pytest.raises(ActionRefused, match=r"No plan costs \$12.34: this payment buys nothing here"):
+        actions.attach_payment(pi.id, rita)
+    assert not Order.objects.exists() and not OutboundEmail.objects.exists()
+
+
+@pytest.mark.parametrize("amount, currency", [(1500, "usd"), (24900, "eur"), (24901, "usd"), (24899, "usd")])
+def test_attach_refuses_what_reconciliation_would_not_adopt(fake_stripe, rita, plan, amount, currency):
+    """The console and reconciliation follow one rule (billing.adoption.plan_for_payment): a
+    $15 Payment Link, the plan's price in another currency, a cent more or less buy nothing."""
+    pi = fake_stripe.pay_elsewhere(email="lost@example.com", amount=amount, currency=currency)
+    with pytest.raises(ActionRefused, match="No plan costs"):
         actions.attach_payment(pi.id, rita)
     assert not Order.objects.exists()
+    assert fake_stripe.requests == 1  # refused before asking Stripe for the customer's email
+
+
+def test_attach_takes_an_inactive_plan_at_that_price_and_the_currency_in_any_case(fake_stripe, rita, plan):
+    from tests.factories import PlanFactory
+
+    old = PlanFactory(slug="old-price", amount_cents=19900, active=False)
+    pi = fake_stripe.pay_elsewhere(email="lost@example.com", amount=19900, currency="USD")
+    actions.attach_payment(pi.id, rita)
+    assert Order.objects.get(stripe_payment_intent_id=pi.id).plan == old
 
 
 # --- note, claim, resolve -------------------------------------------------------------

@@ -43,6 +43,23 @@ def test_it_fulfils_a_pending_order_from_a_signed_payment_succeeded(order, deliv
     assert order.events.get(kind="state:fulfilled").actor == "stripe:webhook"
 
 
+@pytest.mark.parametrize("minutes_late, kind", [(0, "confirmation"), (20, "recovery")])
+def test_the_events_created_decides_confirmation_or_recovery(order, deliver, mailoutbox, minutes_late, kind):
+    """Stripe retries a webhook for days: one that arrives 20 minutes after the charge (our
+    endpoint was down) is a late fulfilment, whatever the PaymentIntent's own dates say."""
+    body = json.dumps(
+        make_event(
+            "payment_intent.succeeded",
+            payment_intent(order, created=int(time.time())),
+            created=int(time.time()) - minutes_late * 60,
+        )
+    )
+    assert deliver(body, sign(body)).status_code == 200
+    assert OutboundEmail.objects.get(order=order).kind == kind
+    fulfilled = order.events.get(kind="state:fulfilled")
+    assert fulfilled.data["via"] == "webhook" and fulfilled.data["recovery"] is (kind == "recovery")
+
+
 def test_it_processes_an_event_delivered_five_times_once(order, deliver, mailoutbox):
     body, header = signed_event("payment_intent.succeeded", payment_intent(order))
     statuses = [deliver(body, header).status_code for _ in range(5)]
@@ -117,7 +134,7 @@ def test_it_does_not_fulfil_a_payment_of_another_amount(order, deliver, mailoutb
     order.refresh_from_db()
     assert order.state == "pending"
     assert not Subscription.objects.exists() and not mailoutbox
-    assert "amount 100 != 24900" in order.events.get(kind="needs_attention").message
+    assert "amount $1.00 != $249.00" in order.events.get(kind="needs_attention").message
 
 
 def test_it_answers_200_and_creates_nothing_for_an_unknown_payment(plan, deliver, webhook_endpoint):
@@ -254,3 +271,16 @@ def test_a_failing_receiver_answers_500_keeps_only_the_trigger_and_replays_once(
     assert Event.objects.count() == 1
     assert OrderEvent.objects.filter(order=order, kind="state:fulfilled").count() == 1
     assert Order.objects.get(pk=order.pk).fulfilled_via == "webhook"
+
+
+@pytest.mark.parametrize("our_status", ["creating", ""])
+def test_the_cancel_of_a_payment_the_checkout_replaced_leaves_the_order_open(plan, deliver, our_status):
+    """The checkout cancels a PaymentIntent before a new attempt replaces it (billing.checkout);
+    Stripe's canceled event for it arrives while the new attempt is being made, or after it
+    failed: the customer is still paying, and the order stays pending."""
+    order = OrderFactory(plan=plan, stripe_payment_intent_id="pi_replaced", stripe_payment_status=our_status)
+    response = deliver(*signed_event("payment_intent.canceled", payment_intent(order, status="canceled")))
+    assert response.status_code == 200
+    order.refresh_from_db()
+    assert order.state == "pending"
+    assert order.events.filter(kind="payment:canceled").exists()

@@ -3,9 +3,13 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import models
-from django.db.models.functions import Upper
-from django.utils import timezone
+from django.db import models, transaction
+from django.utils import dateformat, timezone
+
+from accounts.addresses import NormalizedEmailField
+
+# The one money formatter; imported from here by every caller (billing.money explains Stripe's units).
+from billing.money import format_money
 
 # Readable over the phone: no 0/O, 1/I/L, U.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -45,12 +49,6 @@ class Plan(models.Model):
         return format_money(self.amount_cents, self.currency)
 
 
-def format_money(cents: int, currency: str) -> str:
-    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower())
-    amount = f"{cents // 100:,}.{cents % 100:02d}"
-    return f"{symbol}{amount}" if symbol else f"{amount} {currency.upper()}"
-
-
 class IllegalTransition(Exception):
     pass
 
@@ -68,6 +66,7 @@ class Order(models.Model):
         RETURN = "return", "Return page"
         RECONCILIATION = "reconciliation", "Reconciliation"
         SUPPORT = "support", "Support"
+        SELF_SERVICE = "self_service", "Self-service page"  # /help/charged/ (support/selfservice.py)
 
     # The only legal moves; anything else raises. Never backwards: a late failure event
     # cannot undo a payment.
@@ -88,7 +87,7 @@ class Order(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     reference = models.CharField(max_length=12, unique=True, default=new_reference)
     # Blank only for a payment found in Stripe with no email anywhere (needs a human).
-    email = models.EmailField(blank=True)
+    email = NormalizedEmailField(blank=True)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="orders")
     amount_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
@@ -99,8 +98,21 @@ class Order(models.Model):
     # in flight without asking Stripe.
     stripe_payment_status = models.CharField(max_length=40, blank=True)
     payment_attempts = models.PositiveSmallIntegerField(default=0)
+    # What the current attempt sends to Stripe (a hash of card, email, amount, currency), committed
+    # with the attempt number before the request: its idempotency keys are reused only for the
+    # same parameters (Stripe refuses a key replayed with others: 400 idempotency_error).
+    payment_fingerprint = models.CharField(max_length=64, blank=True)
+    # Confirm requests sent for the current attempt; part of the confirm key, committed before
+    # each confirm, so a confirm that failed without charging is retried under a fresh key
+    # (Stripe replays a key's saved 500 for 24 hours).
+    confirm_attempts = models.PositiveSmallIntegerField(default=0)
     fulfilled_via = models.CharField(max_length=16, choices=Via.choices, blank=True)
+    # Sum of the order's refunds that are sent or on their way (Refund.COUNTED); never above
+    # amount_cents (billing/refunds.py keeps it so, invariant I4).
     refunded_cents = models.PositiveIntegerField(default=0)
+    # The last four digits of the card that paid, when a Stripe object told us (a charge event,
+    # a refund made from the console): the refund email names the card.
+    card_last4 = models.CharField(max_length=4, blank=True)
     # Created by reconciliation from a Stripe payment that had no order here.
     retroactive = models.BooleanField(default=False)
     # Set when a machine cannot finish the job and a person must decide; see support alerts.
@@ -111,21 +123,28 @@ class Order(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # When the customer corrected a bounced address from the order page: once per order, taken
+    # by a conditional UPDATE (billing/email_change.py), so two tabs cannot both use it.
+    customer_email_corrected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # When Stripe charged the card, by Stripe's clock (its succeeded event's or its charge's
+    # `created`): how long the customer waited decides the confirmation or the recovery email.
+    charged_at = models.DateTimeField(null=True, blank=True)
     fulfilled_at = models.DateTimeField(null=True, blank=True)
     refunded_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     stripe_checked_at = models.DateTimeField(null=True, blank=True)
+    # Who paid, as the checkout request showed them (evidence for a dispute: billing/evidence.py).
+    checkout_ip = models.GenericIPAddressField(null=True, blank=True)
+    checkout_user_agent = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["state", "created_at"]),
             models.Index(fields=["email"]),
-            # Support searches emails case-insensitively (email__iexact → UPPER(email) = UPPER(%s)).
-            models.Index(Upper("email"), name="billing_order_email_upper"),
             models.Index(fields=["stripe_customer_id"]),
         ]
         permissions = [
@@ -134,6 +153,7 @@ class Order(models.Model):
             ("extend_subscription", "Can extend a subscription (goodwill)"),
             ("attach_payment", "Can attach a bare Stripe payment to a new order"),
             ("refund_order", "Can refund an order"),
+            ("change_order_email", "Can correct an order's email and move its access"),
         ]
 
     def __str__(self) -> str:
@@ -142,6 +162,45 @@ class Order(models.Model):
     @property
     def price(self) -> str:
         return format_money(self.amount_cents, self.currency)
+
+    @property
+    def refundable_cents(self) -> int:
+        """What is left to refund, in minor units: the charge less what was refunded (never below 0)."""
+        return max(0, self.amount_cents - self.refunded_cents)
+
+    @property
+    def refunded(self) -> str:
+        """The refunded total, worded (format_money of `refunded_cents`)."""
+        return format_money(self.refunded_cents, self.currency)
+
+    @property
+    def refund_story(self) -> list[str]:
+        """The order's refunds as the customer and support read them, oldest first, then what
+        happened to access: ["$50.00 refunded on 2 Dec 2026.", "Your access continues until
+        2 Dec 2027."]. [] when there is no refund. Used by the order page, the account page and
+        the console, so that none of them says "we received $249" alone after a refund."""
+        lines = []
+        for refund in self.refunds.all():
+            when = dateformat.format(timezone.localtime(refund.created_at), "j M Y")
+            if refund.status == "succeeded":
+                lines.append(f"{refund.price} refunded on {when}.")
+            elif refund.counts:
+                lines.append(f"{refund.price} refunded on {when}, on its way to your card.")
+            else:
+                lines.append(
+                    f"A {refund.price} refund made on {when} didn't reach your card (your bank sent it back). "
+                    "We'll write to you to pay it back another way."
+                )
+        if not lines:
+            return []
+        subscription = getattr(self, "subscription", None)
+        if self.state == self.State.REFUNDED and self.refunded_at:
+            ended = dateformat.format(timezone.localtime(self.refunded_at), "j M Y")
+            lines.append(f"Your access ended on {ended}, when the payment was refunded in full.")
+        elif self.state == self.State.FULFILLED and subscription is not None:
+            until = dateformat.format(timezone.localtime(subscription.ends_at), "j M Y")
+            lines.append(f"Your access continues until {until}.")
+        return lines
 
     @property
     def is_settled(self) -> bool:
@@ -187,6 +246,31 @@ class Order(models.Model):
             actor=actor,
             data={"from": old_state, "to": new_state, **(data or {})},
         )
+
+    def close_unpaid(self, *, actor: str, message: str, unless=None, payment_status: str = "", data=None) -> bool:
+        """Close an order nobody paid: pending → failed, under the row lock. The one way to do it
+        (the webhook's `payment_intent.canceled`, the order page's Stripe check and
+        reconciliation's abandoned checkouts all call it).
+
+        Takes the timeline's `actor` and `message`; `unless`, a function of the locked order
+        that returns True when the order must stay open after all (its PaymentIntent was
+        replaced, or a checkout request recorded a newer status meanwhile); `payment_status`,
+        a Stripe status to store with the move (e.g. "canceled"); `data` for the timeline row.
+        Returns True when this call closed the order, False when it was no longer pending (a
+        late cancel never moves a paid order backwards: invariant I5) or `unless` said no.
+        Opens its own transaction (nested inside the caller's, if any) and reloads this object from
+        the row afterwards; raises nothing of its own.
+        """
+        with transaction.atomic():
+            order = type(self).objects.select_for_update().get(pk=self.pk)
+            closed = order.state == self.State.PENDING and not (unless is not None and unless(order))
+            if closed:
+                if payment_status:
+                    order.stripe_payment_status = payment_status
+                    order.save(update_fields=["stripe_payment_status", "updated_at"])
+                order.transition(self.State.FAILED, actor=actor, message=message, data=data)
+        self.refresh_from_db()  # the caller's object shows the row as it stands now
+        return closed
 
 
 class OrderEvent(models.Model):

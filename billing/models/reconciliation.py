@@ -11,8 +11,13 @@ class ReconciliationRun(models.Model):
     dry_run = models.BooleanField(default=False)
     counts = models.JSONField(default=dict, blank=True)
     errors = models.TextField(blank=True)
-    # Unix time of the newest Stripe event this run saw; the next scan starts there (minus overlap).
+    # Where the Stripe scan stands after this run (billing/scan_state.py), in Unix seconds by
+    # Stripe's clock, written after every settled page: the next scan reads events from `cursor`
+    # minus the overlap, up to `scan_upto` if set (the older rest of a window read newest first),
+    # then moves the cursor to `scan_end`.
     cursor = models.PositiveBigIntegerField(null=True, blank=True)
+    scan_upto = models.PositiveBigIntegerField(null=True, blank=True)
+    scan_end = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -12,43 +12,143 @@
 
   const button = document.getElementById("pay-button");
   const errorBox = document.getElementById("form-error");
-  const statusLine = document.getElementById("pay-status");
+  const statusLine = document.getElementById("pay-status"); // role="status": read out as it changes
+  const emailInput = document.getElementById("email");
+  const emailError = document.getElementById("email-error");
   const payLabel = button.textContent;
+  const pageTitle = document.title.replace(/^.* · (Checkout · )/, "$1");
   const orderUrl = form.dataset.orderUrl;
   const reference = form.dataset.reference;
   const supportEmail = form.dataset.supportEmail;
   const REQUEST_TIMEOUT_MS = 60000;
   const SLOW_MS = 8000;
 
+  // Stripe.js's own sentences are for customers only for these two types; anything else
+  // ("Bad request", "Cannot read properties of undefined…") is ours to say plainly.
+  const CUSTOMER_ERROR_TYPES = ["card_error", "validation_error"];
+  const UNREADABLE_CARD = "We couldn't read your card details. Please check the card number, expiry date and CVC, then press Pay again. You have not been charged.";
+
   const stripe = Stripe(form.dataset.stripeKey);
   const card = stripe.elements().create("card", {style: {base: {fontSize: "16px"}}});
   card.mount("#card-element");
   card.on("change", function (event) {
     // Real Stripe.js reports card errors as you type; the dev fake calls this with nothing.
-    if (event && event.error) showMessage("error", [event.error.message]);
+    if (event && event.error) showMessage("error", [cardErrorSentence(event.error)]);
   });
+  labelFakeCardInputs();
+
+  // localstripe's fake Stripe.js (dev and tests) mounts bare inputs named only by their
+  // placeholder; name them so that a screen reader says what each one wants. Real Stripe.js
+  // mounts an iframe that labels its own fields.
+  function labelFakeCardInputs() {
+    const names = {number: "Card number", exp_month: "Expiry month (MM)", exp_year: "Expiry year (YY)", cvc: "CVC", postal_code: "Postal code"};
+    document.querySelectorAll("#card-element input[placeholder]").forEach(function (input) {
+      const name = names[input.getAttribute("placeholder")];
+      if (name && !input.hasAttribute("aria-label")) input.setAttribute("aria-label", name);
+    });
+  }
+
+  function cardErrorSentence(error) {
+    if (error && CUSTOMER_ERROR_TYPES.indexOf(error.type) !== -1 && error.message) {
+      return error.message + " You have not been charged.";
+    }
+    return UNREADABLE_CARD;
+  }
+
+  function setTitle(outcome) {
+    document.title = outcome ? outcome + " · " + pageTitle : pageTitle;
+  }
 
   let slowTimer = null;
+
+  // Before any charge, two questions the server also asks (billing/views.py): a likely typo in
+  // the email's domain, and access this email already has. The server decides; this only asks sooner.
+  const email = document.getElementById("email");
+  const emailChecked = document.getElementById("email_checked");
+  const suggestionBox = document.getElementById("email-suggestion");
+  const accessBox = document.getElementById("access-notice");
+  const extendAccess = document.getElementById("extend_access");
+
+  function fill(box, name, text) {
+    box.querySelectorAll("[data-fill=" + name + "]").forEach(function (node) { node.textContent = text; });
+  }
+
+  function showSuggestion(typed, suggested) {
+    document.getElementById("suggested-email").textContent = suggested;
+    fill(suggestionBox, "suggested", suggested);
+    fill(suggestionBox, "typed", typed);
+    suggestionBox.dataset.typed = typed;
+    suggestionBox.dataset.suggested = suggested;
+    suggestionBox.hidden = false;
+  }
+
+  function chooseEmail(value) {
+    email.value = value;
+    emailChecked.value = value;
+    suggestionBox.hidden = true;
+    email.focus();
+  }
+
+  async function checkEmail() {
+    const typed = email.value.trim();
+    const at = typed.lastIndexOf("@");
+    if (at < 1 || typed === emailChecked.value) return;
+    try {
+      const url = form.dataset.suggestUrl + "?domain=" + encodeURIComponent(typed.slice(at + 1));
+      const response = await fetch(url, {headers: {Accept: "application/json"}, credentials: "same-origin"});
+      const data = await response.json();
+      if (data.suggestion && email.value.trim() === typed) showSuggestion(typed, typed.slice(0, at + 1) + data.suggestion);
+    } catch (error) {
+      // no suggestion is no harm: the server asks again before the charge
+    }
+  }
+
+  function showAccess(info) {
+    document.getElementById("access-until").textContent = info.until;
+    document.getElementById("access-signin").href = info.signin_url;
+    extendAccess.value = info.email;
+    extendAccess.checked = false;
+    accessBox.hidden = false;
+    accessBox.scrollIntoView({block: "center"});
+  }
+
+  email.addEventListener("change", checkEmail);
+  email.addEventListener("input", function () {
+    if (email.value.trim() !== suggestionBox.dataset.typed) suggestionBox.hidden = true;
+    if (email.value.trim().toLowerCase() !== extendAccess.value) { accessBox.hidden = true; extendAccess.checked = false; }
+  });
+  // Never the form's default button: Enter in the email field means Pay, not "Use".
+  ["use-suggestion", "keep-typed"].forEach(function (id) { document.getElementById(id).type = "button"; });
+  document.getElementById("use-suggestion").addEventListener("click", function (event) {
+    event.preventDefault();
+    chooseEmail(suggestionBox.dataset.suggested || document.getElementById("suggested-email").textContent);
+  });
+  document.getElementById("keep-typed").addEventListener("click", function (event) {
+    event.preventDefault();
+    chooseEmail(suggestionBox.dataset.typed || email.value.trim());
+  });
 
   function sleep(ms) {
     return new Promise(function (resolve) { setTimeout(resolve, ms); });
   }
 
+  // The button says what is happening, and so does the status region, which a screen reader
+  // announces (a disabled button's label is not read out when it changes).
   function busy(label, note) {
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     button.textContent = label;
+    statusLine.textContent = label;
+    setTitle(label.replace(/…$/, ""));
     clearTimeout(slowTimer);
-    statusLine.hidden = true;
     slowTimer = setTimeout(function () {
       statusLine.textContent = note || "Still working. Please keep this page open. You will not be charged twice.";
-      statusLine.hidden = false;
     }, SLOW_MS);
   }
 
   function idle() {
     clearTimeout(slowTimer);
-    statusLine.hidden = true;
+    statusLine.textContent = "";
     button.disabled = false;
     button.removeAttribute("aria-busy");
     button.textContent = payLabel;
@@ -72,9 +172,30 @@
     errorBox.scrollIntoView({block: "center"});
   }
 
-  function showError(text) {
-    showMessage("error", [text]);
+  function markEmail(text) {
+    emailError.textContent = text || "";
+    emailError.hidden = !text;
+    const describedBy = ["email-hint"].concat(text ? ["email-error"] : []);
+    emailInput.setAttribute("aria-describedby", describedBy.join(" "));
+    if (text) emailInput.setAttribute("aria-invalid", "true");
+    else emailInput.removeAttribute("aria-invalid");
+  }
+
+  // After an error, focus goes where the customer must act: the field at fault, else the
+  // message (the Pay button they pressed was disabled, so focus would fall to the page).
+  function showError(text, fieldErrors) {
+    const emailText = (fieldErrors && fieldErrors.email) || "";
+    markEmail(emailText);
+    if (emailText) {
+      if (text) showMessage("error", [text]);
+      else errorBox.hidden = true;
+    } else {
+      showMessage("error", [text]);
+    }
     idle();
+    setTitle("Not paid yet: please check the form");
+    if (emailText) emailInput.focus();
+    else errorBox.focus();
   }
 
   function goToOrder(url) {
@@ -82,14 +203,17 @@
   }
 
   async function cardToPaymentMethod() {
-    if (form.dataset.cardMode === "token") {
-      const result = await stripe.createToken(card);
-      if (result.error) throw new Error(result.error.message);
-      return result.token.id;
-    }
-    const result = await stripe.createPaymentMethod({type: "card", card: card});
-    if (result.error) throw new Error(result.error.message);
-    return result.paymentMethod.id;
+    const result = form.dataset.cardMode === "token"
+      ? await stripe.createToken(card)
+      : await stripe.createPaymentMethod({type: "card", card: card});
+    if (result.error) throw new CardError(result.error);
+    const made = result.token || result.paymentMethod;
+    if (!made || !made.id) throw new CardError(null);
+    return made.id;
+  }
+
+  function CardError(stripeError) {
+    this.sentence = cardErrorSentence(stripeError);
   }
 
   // true: the order exists (the request reached us); false: it doesn't; null: can't tell.
@@ -117,6 +241,8 @@
           ".",
         ]);
         idle();
+        setTitle("Not charged: please press Pay again");
+        errorBox.focus();
         return;
       }
       if (exists === null && attempt === 1) {
@@ -127,6 +253,7 @@
           {href: orderUrl, text: "order " + reference},
           ".",
         ]);
+        setTitle("Connection lost: please don't pay again");
       }
       await sleep(exists === null ? Math.min(1500 * (attempt + 1), 8000) : 1500);
     }
@@ -141,7 +268,8 @@
     try {
       paymentMethod = await cardToPaymentMethod();
     } catch (error) {
-      showError((error.message || "We couldn't read your card details.") + " You have not been charged.");
+      // Never Stripe.js's or the browser's own words ("Bad request", "Cannot read properties…").
+      showError(error instanceof CardError ? error.sentence : UNREADABLE_CARD);
       return;
     }
     document.getElementById("payment_method").value = paymentMethod;
@@ -164,7 +292,19 @@
       clearTimeout(timeout);
     }
     if (!data) return afterUncertainRequest();
-    if (data.error) return showError(data.error);
+    if (data.email_suggestion) {  // nothing charged: the customer chooses, then presses Pay again
+      showSuggestion(data.email_suggestion.typed, data.email_suggestion.suggested);
+      idle();
+      return suggestionBox.scrollIntoView({block: "center"});
+    }
+    if (data.access) {  // nothing charged: another year needs the tick
+      showAccess(data.access);
+      return idle();
+    }
+    if (data.error) {
+      const fieldErrors = data.field_errors || {};
+      return showError(fieldErrors.email ? data.form_error || "" : data.error, fieldErrors);
+    }
     if (data.requires_action) {
       busy("Waiting for your bank…", "Your bank is checking it's you. Finish the check in the window your bank opened.");
       try {

@@ -19,3 +19,14 @@ def support_queue(context):
 @register.filter
 def age(value) -> str:
     return console_queue.age(value)
+
+
+@register.filter
+def confirm_label(label: str) -> str:
+    """The confirmation button's words for an action's label: "Refund" → "Yes, refund",
+    "I'm on it" → "Yes, I'm on it". Only the first letter is lowered, never the word "I" or a
+    name later on (Django's `lower` made "Yes, i'm on it")."""
+    first = label.split(" ", 1)[0]
+    if first == "I" or first.startswith("I'") or first.startswith("I’") or not label:
+        return f"Yes, {label}"
+    return f"Yes, {label[0].lower()}{label[1:]}"

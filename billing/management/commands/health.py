@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         data = health.report()
-        health.watch_heartbeat(data)
+        health.watch(data)
         if options["json"]:
             self.stdout.write(json.dumps(data, indent=2))
         else:

@@ -4,7 +4,9 @@ They do nothing unless the FAILPOINTS setting (environment variable) names them,
 `FAILPOINTS=after_charge=exit` kills the process right after Stripe has taken the money,
 `FAILPOINTS=fulfil_before_commit=raise,email_send=raise` raises at both places.
 
-Names: after_order_commit, after_charge, fulfil_before_commit, before_response, email_send.
+Names: after_order_commit, after_create_answer (Stripe created the PaymentIntent, we have not
+committed its id), after_confirm_answer (Stripe answered the confirm, we have not committed the
+answer), after_charge, fulfil_before_commit, before_response, email_send.
 """
 
 import logging
@@ -14,7 +16,15 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-NAMES = {"after_order_commit", "after_charge", "fulfil_before_commit", "before_response", "email_send"}
+NAMES = {
+    "after_order_commit",
+    "after_create_answer",
+    "after_confirm_answer",
+    "after_charge",
+    "fulfil_before_commit",
+    "before_response",
+    "email_send",
+}
 ACTIONS = {"raise", "exit"}
 
 
