@@ -112,6 +112,8 @@ def confirmed_extension(order: Order, until: datetime) -> None:
 
 
 def double_purchase_key(later: Order, earlier: Order) -> str:
+    """The Alert key for the pair, "double_purchase:<later pk>:<earlier pk>": one alert per pair
+    (Alert.key is unique), whichever order is fulfilled last."""
     return f"double_purchase:{later.pk}:{earlier.pk}"
 
 

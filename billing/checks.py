@@ -207,6 +207,8 @@ def refuse_unsafe_start(process: str) -> None:
 
 
 def describe(process: str, messages: list[CheckMessage]) -> str:
+    """The refusal an operator reads in the log: which `process` (e.g. "gunicorn") refused to
+    start, one line per check message, and where to look next (docs/deploy.md)."""
     lines = [f"PaidUp refuses to start ({process}): the system checks found {len(messages)} error(s)."]
     lines += [f"  {message}" for message in messages]
     lines.append("Fix them (see docs/deploy.md), then check with `manage.py check --deploy`.")

@@ -30,8 +30,8 @@ class PriceError(ValueError):
 
 
 def clean_currency(code: str) -> str:
-    """The currency as Stripe's API wants it ("USD " -> "usd"); PriceError when Stripe does not
-    take it."""
+    """The currency as Stripe's API wants it ("USD " -> "usd"). Raises PriceError when Stripe does
+    not charge in it (STRIPE_CURRENCIES, from Stripe's list of supported currencies)."""
     currency = (code or "").strip().lower()
     if currency not in STRIPE_CURRENCIES:
         raise PriceError(f"{code!r} is not a currency Stripe charges in (use an ISO code such as usd, eur, jpy).")

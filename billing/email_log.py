@@ -15,6 +15,8 @@ logger = logging.getLogger("outbox")
 
 @receiver(post_send)
 def log_sent(sender, message, status, esp_name: str, **kwargs) -> None:
+    """anymail's post_send receiver: log at INFO the email's kind (its first tag), its order
+    reference if any, anymail's statuses and message id. Never logs the address (privacy)."""
     kind = (getattr(message, "tags", None) or ["email"])[0]
     reference = (getattr(message, "metadata", None) or {}).get("order_reference")
     statuses = ",".join(sorted(status.status or [])) or "unknown"

@@ -45,6 +45,10 @@ class TrackingWebhook(PostmarkTrackingWebhookView):
     warn_if_no_basic_auth = False  # refused below instead of warned about
 
     def post(self, request, *args, **kwargs):
+        """Refuse before parsing (403 unconfigured, 400 bad length, 413 too large, 401 bad basic
+        auth, 400 not a Postmark event), then hand each event to the tracking signal and answer
+        the first receiver's Outcome as JSON with its STATUS code. Raises nothing: every refusal
+        is an answer (the ValueError raised inside is caught)."""
         if not self.basic_auth:
             return _answer(403, "refused", "email tracking is not configured (ANYMAIL WEBHOOK_SECRET)")
         try:

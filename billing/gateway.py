@@ -22,6 +22,8 @@ StripeError = stripe.StripeError
 
 
 def client() -> stripe.StripeClient:
+    """The StripeClient for the current settings (STRIPE_SECRET_KEY, STRIPE_API_BASE,
+    STRIPE_MAX_NETWORK_RETRIES), cached per configuration. Makes no request, raises nothing."""
     return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, settings.STRIPE_MAX_NETWORK_RETRIES)
 
 
@@ -53,6 +55,8 @@ class Budget:
     _last: float = field(default=0.0, repr=False)
 
     def spend(self) -> None:
+        """Count one request, first sleeping as long as `per_second` requires (seconds, through
+        `sleep`). Raises `BudgetExhausted` when `limit` requests are already spent."""
         if self.used >= self.limit:
             raise BudgetExhausted(f"Stripe request budget of {self.limit} spent")
         wait = self._last + 1.0 / self.per_second - time.monotonic()
@@ -68,6 +72,9 @@ RETRIES = 4
 
 @contextlib.contextmanager
 def budget(limit: int, per_second: float = 20.0) -> Iterator[Budget]:
+    """Within the block, every `call` spends from a new Budget of `limit` requests at most
+    `per_second` per second, which it yields (read `.used` for the count). Stripe's rate limit
+    (100 requests/s live, 25 in test mode) is why; DESIGN.md "Reconciliation" budgets each run."""
     spent = Budget(limit=limit, per_second=per_second)
     token = _budget.set(spent)
     try:
@@ -217,6 +224,8 @@ def cancel_payment_intent(payment_intent_id: str) -> stripe.PaymentIntent:
 
 
 def retrieve_customer(customer_id: str) -> stripe.Customer:
+    """The Stripe Customer `customer_id` ("cus_…"), one request. Raises what `call` raises
+    (`stripe.InvalidRequestError` when no such customer, `BudgetExhausted`)."""
     return call(client().v1.customers.retrieve, customer_id)
 
 
@@ -298,10 +307,14 @@ def create_refund(payment_intent_id: str, amount_cents: int, *, idempotency_key:
 
 
 def retrieve_charge(charge_id: str) -> stripe.Charge:
+    """The Stripe Charge `charge_id` ("ch_…"), one request. Raises what `call` raises
+    (`stripe.InvalidRequestError` when no such charge, `BudgetExhausted`)."""
     return call(client().v1.charges.retrieve, charge_id)
 
 
 def customers_with_email(email: str) -> list:
+    """Stripe Customers whose email is `email` (Stripe matches it exactly, case-sensitively),
+    at most 10, newest first; [] when none. One request. Raises what `call` raises."""
     return list(call(client().v1.customers.list, {"email": email, "limit": 10}).data)
 
 

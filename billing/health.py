@@ -26,6 +26,17 @@ def _age(then, now) -> int | None:
 
 
 def report() -> dict:
+    """The health of the money path now, as `/healthz` and `manage.py health` show it.
+
+    Returns a dict: "healthy" (bool), "problems" (list of sentences for a person), "database"
+    ("ok"/"unreachable") and, when the database answers, the figures the problems come from:
+    ages in whole seconds (None when there is nothing to age), counts of stuck paid orders,
+    failed webhook events, failed and overdue emails, and "reconcile_interval_minutes".
+    Unhealthy when reconciliation has never finished or finished longer ago than
+    HEALTH_MAX_RECONCILE_AGE_SECONDS (default three schedule intervals), a paid order has waited
+    over HEALTH_MAX_STUCK_SECONDS (invariant I2), or emails are overdue (`outbox_stuck`).
+    Never raises for a database error: it reports it (DESIGN.md "watching the watcher").
+    """
     from djstripe.models import WebhookEventTrigger
 
     from .models import Order, OutboundEmail, ReconciliationRun

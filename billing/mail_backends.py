@@ -18,6 +18,8 @@ class ResendEmailBackend(AnymailResendBackend):
     """
 
     def build_message_payload(self, message, defaults):
+        """anymail's payload for `message`, with the `Idempotency-Key` header set to
+        `message.anymail_idempotency_key` when the outbox gave one."""
         payload = super().build_message_payload(message, defaults)
         if key := getattr(message, "anymail_idempotency_key", ""):
             payload.headers["Idempotency-Key"] = key

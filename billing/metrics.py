@@ -177,6 +177,8 @@ class BusinessCollector:
     yielding the gauges above, `paidup_database_up` and how long they took to read."""
 
     def describe(self) -> list[Metric]:
+        """Nothing declared at registration, so that registering never calls collect(); the gauges
+        come from collect() at scrape time."""
         # Registering must not touch the database (the first scrape may come before migrations).
         return []
 

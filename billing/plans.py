@@ -28,6 +28,8 @@ class PlanChange:
     action: str  # "created", "updated", "unchanged"
 
     def describe(self) -> str:
+        """One sentence for the operator: the plan's slug, what happened, its name, price,
+        length in days and whether it is on sale."""
         p = self.plan
         state = "on sale" if p.active else "not on sale"
         return (

@@ -72,6 +72,8 @@ class Context:
         return not self.dry_run
 
     def error(self, what: str) -> None:
+        """Record a problem sentence `what` in the run's errors (the run ends not ok) and log it
+        at ERROR; the run carries on with the next item."""
         logger.error("reconciliation: %s", what)
         self.errors.append(what)
 

@@ -12,6 +12,8 @@ MAX_AGE = 30 * 24 * 3600
 
 
 def read(request) -> str | None:
+    """The checkout reference from the request's signed cookie; None when absent, tampered
+    with, older than MAX_AGE (30 days) or not shaped like a reference. Raises nothing."""
     value = request.get_signed_cookie(COOKIE, default=None, salt=SALT, max_age=MAX_AGE)
     return value if value and is_valid_reference(value) else None
 
@@ -26,10 +28,14 @@ def read_signed(value: str) -> str | None:
 
 
 def sign(reference: str) -> str:
+    """`reference` signed (with SALT) for the page's hidden field: read_signed() reads it back."""
     return signing.dumps(reference, salt=SALT)
 
 
 def store(response, reference: str) -> None:
+    """Set the signed reference cookie on `response`: HttpOnly, SameSite=Lax, Secure as
+    SESSION_COOKIE_SECURE, kept MAX_AGE (30 days). It must reach the browser before the payment
+    request (DESIGN.md "The paid path", step 1)."""
     response.set_signed_cookie(
         COOKIE,
         reference,

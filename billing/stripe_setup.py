@@ -55,6 +55,7 @@ class SetupResult:
     target: str  # localstripe's address, or "Stripe"
 
     def describe(self) -> str:
+        """One line for the operator: the endpoint's id, what was done, where, its URL and events."""
         return (
             f"Webhook endpoint {self.endpoint.id} {self.action} ({self.target}): {self.endpoint.url} "
             f"for {', '.join(self.endpoint.enabled_events)}"
@@ -62,7 +63,12 @@ class SetupResult:
 
 
 def run(site_url: str | None = None) -> SetupResult:
-    """What `manage.py stripe_setup` does: localstripe when STRIPE_API_BASE is set, else Stripe."""
+    """What `manage.py stripe_setup` does: localstripe when STRIPE_API_BASE is set, else Stripe.
+
+    Takes the site's public address (default SITE_URL); returns what was set up. Raises
+    SetupError, with a sentence for the operator, for a malformed address or whatever
+    setup_local / setup_stripe refuse.
+    """
     site_url = clean_site_url(site_url or settings.SITE_URL)
     if settings.STRIPE_API_BASE:
         return setup_local(site_url, settings.STRIPE_API_BASE)
@@ -70,6 +76,8 @@ def run(site_url: str | None = None) -> SetupResult:
 
 
 def clean_site_url(site_url: str) -> str:
+    """`site_url` trimmed, without query, fragment or trailing slash ("https://paidup.example").
+    Raises SetupError unless it is an http(s) address with a host."""
     parts = urlsplit(site_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SetupError(f"The site URL must look like https://paidup.example, not {site_url!r}.")
@@ -77,6 +85,8 @@ def clean_site_url(site_url: str) -> str:
 
 
 def webhook_url(endpoint: WebhookEndpoint, site_url: str | None = None) -> str:
+    """Where Stripe must post `endpoint`'s events: `site_url` (default SITE_URL) + dj-stripe's
+    /stripe/webhook/<djstripe_uuid>/ (trailing slash: DESIGN.md "Dev stack facts")."""
     path = reverse("stripe_webhook", kwargs={"uuid": endpoint.djstripe_uuid})
     return (site_url or settings.SITE_URL).rstrip("/") + path
 
@@ -130,7 +140,8 @@ def register_local(endpoint: WebhookEndpoint, api_base: str, *, url: str | None 
     """Tell localstripe where to send this endpoint's events, signed with its secret.
 
     Registering the same id again replaces the registration (there is no delete route: to
-    silence an endpoint, register it with a `url` nobody listens on).
+    silence an endpoint, register it with a `url` nobody listens on). Raises SetupError when
+    `api_base` is not http(s), localstripe answers an HTTP error, or nothing answers (10 s).
     """
     if urlsplit(api_base).scheme not in ("http", "https"):
         raise SetupError(f"STRIPE_API_BASE must be an http(s) address (it is {api_base!r}). {LOCALSTRIPE_HELP}")
@@ -159,7 +170,12 @@ def register_local(endpoint: WebhookEndpoint, api_base: str, *, url: str | None 
 
 
 def setup_stripe(site_url: str) -> SetupResult:
-    """Create or update this site's webhook endpoint in Stripe and keep its signing secret."""
+    """Create or update this site's webhook endpoint in Stripe and keep its signing secret.
+
+    Raises SetupError, with a sentence for the operator, when `site_url` is not public
+    (check_public), STRIPE_SECRET_KEY is not a secret key, or Stripe refuses (authentication,
+    permission, connection or any other StripeError); nothing is saved then.
+    """
     check_public(site_url)
     api_key = settings.STRIPE_SECRET_KEY
     if not api_key.startswith(("sk_", "rk_")):
@@ -181,7 +197,8 @@ def setup_stripe(site_url: str) -> SetupResult:
 
 
 def check_public(site_url: str) -> None:
-    """Stripe must be able to reach the endpoint: refuse loopback and private addresses."""
+    """Stripe must be able to reach the endpoint: raise SetupError for loopback, private and
+    link-local addresses and for localhost/.local/.internal names."""
     host = urlsplit(site_url).hostname or ""
     try:
         address = ipaddress.ip_address(host)
@@ -213,6 +230,9 @@ def sync_stripe_endpoint(account: Account, site_url: str, api_key: str) -> Setup
     """Update the endpoint an earlier run created (url, events), or create it.
 
     The uuid in the URL is kept across runs, so Stripe's deliveries in flight still land.
+    An endpoint deleted in the Dashboard is retired and created again ("recreated"). Raises
+    `stripe.StripeError` as Stripe raises it, and SetupError when Stripe creates an endpoint
+    without a signing secret.
     """
     endpoint = managed_endpoint(account)
     if endpoint is not None:
@@ -238,6 +258,8 @@ def sync_stripe_endpoint(account: Account, site_url: str, api_key: str) -> Setup
 
 
 def retire(endpoint: WebhookEndpoint) -> None:
+    """Mark the row disabled and no longer ours (drops MANAGED_BY from its metadata), keeping it
+    because the webhook inbox's triggers point at it. Saves; makes no Stripe request."""
     endpoint.status = WebhookEndpointStatus.disabled
     endpoint.metadata = {k: v for k, v in (endpoint.metadata or {}).items() if k not in MANAGED_BY}
     endpoint.save(update_fields=["status", "metadata", "djstripe_updated"])

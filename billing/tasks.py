@@ -10,6 +10,10 @@ logger = logging.getLogger("billing.reconciliation")
 
 
 def reconcile() -> str:
+    """The scheduled reconciliation (every minute by default): sweep the rate-limit rows, run
+    billing.reconciliation.run() and return its one-line summary for the q admin, or
+    "skipped: another run in progress". Logs the heartbeat line (ERROR when the run was not ok).
+    Raises what the run raises (it records its own errors; q2 shows anything else)."""
     ratelimit.sweep()  # the order page's limiter rows, whether or not anyone used self-service
     record = reconciliation.run()
     if record is None:
@@ -23,4 +27,6 @@ def reconcile() -> str:
 
 
 def send_due_emails() -> int:
+    """The outbox sweep: send the email rows whose next attempt is due; returns how many went
+    sent (outbox.sending.send_due_emails: at most 200 a run)."""
     return sending.send_due_emails()

@@ -77,6 +77,9 @@ class HttpResponsePayloadTooLarge(HttpResponse):
 @require_POST
 @transaction.non_atomic_requests
 def stripe_webhook(request, uuid):
+    """POST /stripe/webhook/<uuid>/: the guarded front door (module docstring). Answers 400, 404,
+    405 or 413 before anything is stored; else dj-stripe's answer: 200 with the trigger id once
+    the event and its receivers committed, 500 when a receiver raised (invariant I6)."""
     try:
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:
@@ -124,6 +127,11 @@ def _is_event(event) -> bool:
 
 @djstripe_receiver("payment_intent.succeeded")
 def on_payment_intent_succeeded(sender, event, **kwargs) -> None:
+    """Fulfil the PaymentIntent's order via WEBHOOK (DESIGN.md "The paid path", step 5), with the
+    event's `created` (Unix seconds) as the charge time. An order that cannot be fulfilled or
+    does not match the payment (invariant I1) is logged and left for a person; the event still
+    commits, as a retry could not fix it. Other exceptions propagate: dj-stripe rolls back and
+    answers 500, and Stripe retries (invariant I6)."""
     payment_intent = event.data["object"]
     try:
         # The event's `created` is when the payment succeeded, by Stripe's clock: it decides
@@ -164,6 +172,10 @@ def on_payment_intent_failed(sender, event, **kwargs) -> None:
 
 @djstripe_receiver("payment_intent.canceled")
 def on_payment_intent_canceled(sender, event, **kwargs) -> None:
+    """Close the order (pending → failed, Order.close_unpaid) when the cancelled PaymentIntent is
+    its current one; otherwise only note it on the timeline: a late cancel never moves a paid
+    order backwards, nor closes an order whose checkout replaced the PaymentIntent (invariant
+    I5). Raises what the database raises (dj-stripe then answers 500 and Stripe retries)."""
     payment_intent = event.data["object"]
     order = find_order(payment_intent)
     if order is None:

@@ -166,4 +166,6 @@ def _dispute_or_warning(order: Order) -> Diagnosis | None:
 
 
 def age(when) -> str:
+    """How long ago `when` (an aware datetime) was, in Django's words ("3 hours, 5 minutes");
+    "" for None."""
     return timesince(when, timezone.now()) if when else ""

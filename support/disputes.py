@@ -44,6 +44,8 @@ class EvidenceForm(forms.Form):
         self.order_fields(names + ["confirm", "token"] + (["act_anyway"] if claimed_by_other else []))
 
     def evidence(self) -> dict[str, str]:
+        """The evidence fields the person filled in, by Stripe's evidence field name ("" for an
+        empty one). Call after is_valid(): before it there is no cleaned_data (AttributeError)."""
         return {name: self.cleaned_data.get(name, "") for name in self.evidence_names}
 
 

@@ -65,11 +65,13 @@ class Report:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Violations found per invariant, every one of INVARIANTS named (0 when none)."""
         found = Counter(v.invariant for v in self.violations)
         return {name: found.get(name, 0) for name in INVARIANTS}
 
     @property
     def ok(self) -> bool:
+        """True only when the check ran to the end and found no violation."""
         return self.complete and not self.violations
 
     def lines(self) -> list[str]:

@@ -45,6 +45,8 @@ class SupportCase(models.Model):
 
     @property
     def times_asked(self) -> int:
+        """How many times the customer asked: once, plus one per "Asked again" header that
+        self-service appended to the diagnosis."""
         return 1 + len(_ASKED_AGAIN_HEADER.findall(self.diagnosis))
 
 

@@ -51,6 +51,8 @@ class Row:
 
     @property
     def oldest(self) -> datetime | None:
+        """When the row's oldest shown item began waiting (items come oldest first); None when
+        the row lists no item."""
         return self.items[0].since if self.items else None
 
 
@@ -61,6 +63,7 @@ class Queue:
 
     @property
     def total(self) -> int:
+        """How many things wait for a person, all rows together (the sum of the rows' counts)."""
         return sum(row.count for row in self.rows)
 
 
@@ -88,6 +91,7 @@ def _url(user, perm: str, name: str, *args, query: dict | None = None) -> str | 
 
 
 def order_url(order: Order) -> str:
+    """The console's page for `order` (its admin change view), as a path."""
     return reverse("admin:billing_order_change", args=[order.pk])
 
 
@@ -114,11 +118,19 @@ ORDER_ROWS = {
 
 
 def orders_in(key: str):
+    """The orders of queue row `key` ("paid", "attention" or "unknown": ORDER_ROWS), as a
+    distinct QuerySet. Raises KeyError for any other key."""
     return Order.objects.filter(ORDER_ROWS[key]).distinct()
 
 
 # size: one row per kind of work, in the order the landing page shows them; a list, not logic.
 def build(user) -> Queue:
+    """The landing page's queue for staff member `user`: disputes, early fraud warnings, paid
+    orders with no access yet, orders needing attention, unknown payments, open support cases and
+    failed emails, each Row with its count, its oldest SHOWN items (oldest first) and a link to
+    the full list only where `user` has the permission to follow it; plus the health report.
+    Two queries per row plus the health report's, whatever the backlog. Raises nothing of its own.
+    """
     now = timezone.now()
     orders = Order.objects.select_related("claimed_by", "plan")
     changelist = "admin:billing_order_changelist"

@@ -48,6 +48,7 @@ def _day(value) -> str:
 
 
 def signin_page_url() -> str:
+    """The customer's sign-in page as an absolute URL (SITE_URL + accounts:signin), for replies."""
     return settings.SITE_URL + reverse("accounts:signin")
 
 

@@ -155,6 +155,12 @@ def check(email: str, card_last4: str = "", paid_on: str = "", typed: str = "") 
 
 
 def fix_local_orders(request: Request, finding: Finding) -> None:
+    """Step 1 of the module docstring, for `request.email`'s newest ORDERS_LOOKED_AT orders: log
+    the request on each order's timeline; fulfil (via SELF_SERVICE) a paid one, and a pending one
+    whose PaymentIntent Stripe says succeeded (one request each). An order waiting for a person
+    (needs_attention) is left alone. Writes what it saw into `finding` (orders, stripe_status,
+    notes, access_emailed). Stripe errors and refused fulfilments become notes, not exceptions;
+    `BudgetExhausted` or a database error propagates (check() turns it into a note)."""
     orders = Order.objects.filter(email=request.email).select_related("plan").order_by("-created_at")
     finding.orders = list(orders[:ORDERS_LOOKED_AT])
     for order in finding.orders:
@@ -258,6 +264,11 @@ def find_payments(request: Request) -> tuple[list, str]:
 
 
 def answer(request: Request, finding: Finding) -> str:
+    """Step 3 of the module docstring: tell the email's owner, by email only. Returns
+    "access_emailed" when the account is active and steps 1-2 already sent an access email;
+    "signin_sent" when it is active otherwise (a fresh sign-in link, logged on the order in the
+    same transaction); "case_opened" when no active access (a SupportCase with `describe()`'s
+    diagnosis, its alert and the "case opened" email). Raises what the database raises."""
     user = User.objects.filter(email=request.email, is_active=True).first()
     active = user.active_subscription if user is not None else None
     if active is not None:

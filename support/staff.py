@@ -36,6 +36,8 @@ class StaffChange:
     link_sent: bool = False
 
     def describe(self) -> str:
+        """What was done, for the operator's terminal: created/updated/kept and the changes, the
+        groups and superuser flag, and whether an invite link is on its way. One query (groups)."""
         what = "Created" if self.created else ("Updated" if self.changes else "Kept")
         lines = [f"{what} support login {self.user.email}" + (f": {', '.join(self.changes)}." if self.changes else ".")]
         groups = ", ".join(sorted(self.user.groups.values_list("name", flat=True))) or "none"
@@ -49,8 +51,8 @@ class StaffChange:
 
 
 def clean_email(value: str) -> str:
-    """The login as stored (trimmed, lowercased, like accounts.UserManager); StaffError if it is
-    not an email address."""
+    """The login as stored (trimmed, lowercased, like accounts.UserManager). Raises StaffError
+    when it is not an email address (Django's validate_email)."""
     email = (value or "").strip().lower()
     try:
         validate_email(email)
@@ -121,7 +123,8 @@ def grant_support_access(
 
 
 def staff_person(email: str, *, what: str) -> User:
-    """The active staff account for `email`; StaffError (saying `what` needs it) otherwise."""
+    """The active staff account for `email`. Raises StaffError (saying `what` needs it) for a
+    malformed email, no such account, or an account that is not active staff."""
     email = clean_email(email)
     user = User.objects.filter(email__iexact=email).first()
     if user is None:

@@ -78,6 +78,10 @@ class StaffSessionMiddleware:
         return self.get_response(request)
 
     def check(self, request) -> None:
+        """Apply the staff session's two clocks to signed-in staff `request`: past
+        STAFF_SESSION_MAX_SECONDS since sign-in, sign out (a fresh sign-in needed); idle past
+        STAFF_REVERIFY_IDLE_SECONDS, forget the verified second factor (asked again). Records the
+        visit to the minute. Raises nothing."""
         now = time.time()
         signed_in_at = request.session.get(SIGNED_IN_AT)
         if signed_in_at and now - signed_in_at > settings.STAFF_SESSION_MAX_SECONDS:

@@ -45,16 +45,21 @@ class Dispute(models.Model):
 
     @property
     def price(self) -> str:
+        """The disputed amount worded, e.g. "$249.00" (format_money of `amount_cents`; "usd" when
+        Stripe sent no currency)."""
         from billing.money import format_money
 
         return format_money(self.amount_cents, self.currency or "usd")
 
     @property
     def is_open(self) -> bool:
+        """Whether Stripe may still decide the dispute (its status is not one of CLOSED)."""
         return self.status not in self.CLOSED
 
     @property
     def needs_response(self) -> bool:
+        """Whether support must act: Stripe awaits evidence (NEEDS_RESPONSE) and none was
+        submitted from here yet."""
         return self.status in self.NEEDS_RESPONSE and self.evidence_submitted_at is None
 
 

@@ -17,6 +17,9 @@ REFERENCE_PREFIX = "PU-"
 
 
 def new_reference() -> str:
+    """A fresh random order reference, "PU-" and six characters of REFERENCE_ALPHABET (no 0/O,
+    1/I/L, U: easy to read out on the phone), e.g. "PU-7KQ2MX". Not checked for uniqueness here:
+    the unique column refuses a collision."""
     return REFERENCE_PREFIX + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
 
 
@@ -29,6 +32,8 @@ def normalize_reference(value: str) -> str:
 
 
 def is_valid_reference(value: str) -> bool:
+    """Whether `value` (already normalised: normalize_reference) is shaped like a reference
+    new_reference() makes. Says nothing about whether such an order exists."""
     body = value.removeprefix(REFERENCE_PREFIX)
     return value.startswith(REFERENCE_PREFIX) and len(body) == 6 and all(c in REFERENCE_ALPHABET for c in body)
 
@@ -46,6 +51,7 @@ class Plan(models.Model):
 
     @property
     def price(self) -> str:
+        """The plan's price worded for people, e.g. "$249.00" (format_money of `amount_cents`)."""
         return format_money(self.amount_cents, self.currency)
 
 
@@ -161,6 +167,8 @@ class Order(models.Model):
 
     @property
     def price(self) -> str:
+        """The amount charged (or to be charged) worded, e.g. "$249.00" (format_money of
+        `amount_cents`, the order's own amount, which a later plan price change does not touch)."""
         return format_money(self.amount_cents, self.currency)
 
     @property
@@ -209,6 +217,7 @@ class Order(models.Model):
 
     @property
     def was_charged(self) -> bool:
+        """Whether money was taken: paid, fulfilled or refunded (a refunded order was charged too)."""
         return self.state in {self.State.PAID, self.State.FULFILLED, self.State.REFUNDED}
 
     def flag_attention(self, reason: str, *, actor: str) -> None:
@@ -218,15 +227,24 @@ class Order(models.Model):
         self.log("needs_attention", reason, actor=actor)
 
     def idempotency_key(self, purpose: str) -> str:
+        """Stripe's Idempotency-Key for this order's request `purpose` ("pi-1", "customer-1"…),
+        "order-<uuid>-<purpose>": derived from the committed row, so a retried or resubmitted
+        request gets the same Stripe object back (DESIGN.md "The paid path", step 3)."""
         return f"order-{self.id}-{purpose}"
 
     def log(self, kind: str, message: str, *, actor: str, data: dict | None = None) -> "OrderEvent":
+        """Write one timeline row for this order (saved order required) and return it: `kind`
+        (e.g. "state:paid", "support:note"), a sentence for support, who did it (`actor`, e.g.
+        "stripe:webhook", "support:<user>"), and optional JSON `data` (invariant I5, I7)."""
         return OrderEvent.objects.create(order=self, kind=kind, actor=actor, message=message, data=data or {})
 
     def transition(self, new_state: str, *, actor: str, message: str = "", data=None) -> None:
         """The one way to change state: checks the map, stamps the time, writes the timeline.
 
-        The caller holds the row lock (select_for_update) inside a transaction.
+        The caller holds the row lock (select_for_update) inside a transaction. Saves the state,
+        its timestamp (STATE_TIMESTAMPS) and, when fulfilling, `fulfilled_via`; writes a
+        "state:<new>" timeline row by `actor`. Raises ValueError for an unknown state and
+        IllegalTransition for a move TRANSITIONS does not allow (invariant I5: never backwards).
         """
         new_state = self.State(new_state)
         if new_state not in self.TRANSITIONS[self.State(self.state)]:
@@ -291,4 +309,5 @@ class OrderEvent(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} by {self.actor}"
 
     def as_dict(self) -> dict[str, Any]:
+        """The row as plain JSON-able data: kind, actor, message, data (no time, no order)."""
         return {"kind": self.kind, "actor": self.actor, "message": self.message, "data": self.data}

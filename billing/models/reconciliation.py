@@ -28,6 +28,7 @@ class ReconciliationRun(models.Model):
 
     @property
     def duration_seconds(self) -> float | None:
+        """How long the run took, in seconds; None while it has not finished (or never will)."""
         return (self.finished_at - self.started_at).total_seconds() if self.finished_at else None
 
 

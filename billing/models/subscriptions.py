@@ -20,6 +20,8 @@ class Subscription(models.Model):
 
     @property
     def is_active(self) -> bool:
+        """Whether it gives access now: its order is fulfilled (not refunded) and now lies in
+        [starts_at, ends_at). One query for the order unless it is already loaded."""
         from billing.models import Order
 
         return self.order.state == Order.State.FULFILLED and self.starts_at <= timezone.now() < self.ends_at
@@ -66,6 +68,7 @@ class Refund(models.Model):
 
     @property
     def price(self) -> str:
+        """The refunded amount worded, e.g. "$50.00" (format_money of `amount_cents`)."""
         from billing.money import format_money
 
         return format_money(self.amount_cents, self.currency)
