@@ -1,5 +1,7 @@
-"""Helpers shared by the benchmarks (bench/webhook_backlog.py, bench/reconcile.py): processes,
-the scratch database, localstripe, Django in this process, a bounded webhook sender, percentiles.
+"""Helpers shared by the benchmarks (bench/webhook_backlog.py, bench/reconcile.py,
+bench/refund_events.py): processes, a run's scratch database, work folder, time bound and
+clean-up (Scratch), migrate, localstripe, gunicorn, the q cluster, Django in this process, a
+bounded webhook sender, percentiles.
 
 Nothing here knows PaidUp's rules; the scenarios live in the benchmark scripts.
 """
@@ -12,12 +14,16 @@ import http.client
 import math
 import os
 import queue
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +101,96 @@ def admin_sql(pg: str, sql: str) -> None:
         conn.execute(sql)
 
 
+class Scratch:
+    """One benchmark run's surroundings: a work folder for logs (mkdtemp `prefix`), a scratch
+    database named `<db_prefix>_<pid>` on the server `pg`, the processes it starts, and a bound
+    on the whole run (SIGALRM after `timeout` seconds and SIGTERM both raise Abort).
+
+        run = Scratch(args.pg, args.timeout, prefix="paidup-bench-", db_prefix="paidup_bench")
+        try:
+            run.create_database()
+            ...                      # run.procs, run.workdir, run.db_url
+        except Abort: ...
+        finally:
+            run.end(keep=args.keep)  # stops every process, drops the database, removes the logs
+    """
+
+    def __init__(self, pg: str, timeout: int, *, prefix: str, db_prefix: str) -> None:
+        self.pg = pg
+        self.procs = Processes()
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.db_name = f"{db_prefix}_{os.getpid()}"
+        self.db_created = False
+
+        def abort(signum, frame):
+            raise Abort(f"stopped by {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGALRM, abort)
+        signal.signal(signal.SIGTERM, abort)
+        signal.alarm(timeout)
+
+    @property
+    def db_url(self) -> str:
+        return f"{self.pg}/{self.db_name}"
+
+    def create_database(self) -> None:
+        admin_sql(self.pg, f'CREATE DATABASE "{self.db_name}"')
+        self.db_created = True
+
+    def end(self, *, keep: bool) -> None:
+        """Cancel the time bound, stop every process, close Django's connections, then drop the
+        database and remove the work folder unless `keep` (then say where they are)."""
+        signal.alarm(0)
+        self.procs.stop_all()
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if self.db_created and not keep:
+            try:
+                admin_sql(self.pg, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            except Exception as error:  # noqa: BLE001 - report, never mask the run's own error
+                log(f"could not drop {self.db_name}: {error}")
+        if keep:
+            log(f"kept database {self.db_name} and the logs in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def django_env(
+    db_url: str,
+    stripe_port: int,
+    *,
+    site_url: str,
+    key_tag: str,
+    log_level: str,
+    drop_prefixes: tuple[str, ...] = (),
+    **extra: str,
+) -> dict:
+    """The environment of a PaidUp process in a benchmark: this one's, less the variables whose
+    names start with `drop_prefixes`, plus production settings (DEBUG off, a fresh SECRET_KEY)
+    on the scratch database `db_url`, test Stripe keys tagged `key_tag` (dj-stripe wants
+    sk_test_ and 24 or more letters/digits) aimed at localstripe on `stripe_port`, emails to the
+    log, and `extra` (e.g. CONN_MAX_AGE)."""
+    env = {k: v for k, v in os.environ.items() if not (drop_prefixes and k.startswith(drop_prefixes))}
+    return {
+        **env,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SITE_URL": site_url,
+        "DATABASE_URL": db_url,
+        **extra,
+        "STRIPE_SECRET_KEY": f"sk_test_{key_tag}" + secrets.token_hex(12),
+        "STRIPE_PUBLISHABLE_KEY": f"pk_test_{key_tag}" + secrets.token_hex(12),
+        "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+        "LOG_LEVEL": log_level,
+        # Emails go to the server logs here, on purpose (paidup.E006 would refuse it otherwise).
+        "ALLOW_CONSOLE_EMAIL": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def start_migrate(procs: Processes, root: Path, env: dict, log_path: Path) -> subprocess.Popen:
     """`manage.py migrate` on env's DATABASE_URL, in the background (it overlaps other setup)."""
     python = root / ".venv" / "bin" / "python"
@@ -117,6 +213,52 @@ def start_localstripe(procs: Processes, root: Path, env: dict, port: int, workdi
         env=env,
         cwd=root,
     )
+
+
+def start_gunicorn(
+    procs: Processes,
+    root: Path,
+    env: dict,
+    *,
+    port: int,
+    workers: int,
+    threads: int,
+    log_path: Path,
+    app: str = "config.wsgi",
+    graceful_timeout: int | None = None,
+) -> subprocess.Popen:
+    """gunicorn serving `app` on 127.0.0.1:`port`, `workers` processes of `threads` threads
+    (gthread worker class when threads > 1, else sync), 60 s request timeout; wait for it with
+    wait_for_http."""
+    args = [
+        str(root / ".venv" / "bin" / "gunicorn"),
+        app,
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        f"--threads={threads}",
+        f"--worker-class={'gthread' if threads > 1 else 'sync'}",
+        "--timeout=60",
+    ]
+    if graceful_timeout is not None:
+        args.append(f"--graceful-timeout={graceful_timeout}")
+    args.append("--no-control-socket")
+    return procs.start(args, log=log_path, env=env, cwd=root)
+
+
+def stop_qcluster(procs: Processes, proc: subprocess.Popen) -> None:
+    """SIGTERM to the parent only: to its whole group, django-q2 hangs (see localstripe notes)."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+    procs.stop(proc, grace=5)  # whatever is left in its group
+
+
+def reset_localstripe(api_base: str) -> None:
+    """Forget every object localstripe holds (DELETE /_config/data); webhook registrations stay."""
+    urllib.request.urlopen(urllib.request.Request(f"{api_base}/_config/data", method="DELETE")).read()
 
 
 def setup_django(env: dict) -> None:
@@ -146,6 +288,8 @@ def wait_for_http(port: int, path: str, proc: subprocess.Popen, timeout: float =
 
 
 def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until `needle` appears in the file `log`. Raises RuntimeError when `proc` exits first or
+    `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -154,6 +298,18 @@ def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float
             return
         time.sleep(0.1)
     raise RuntimeError(f"{needle!r} did not appear in {log} within {timeout:.0f} s")
+
+
+def bounded(condition, seconds: float, proc: subprocess.Popen, log_path: Path) -> None:
+    """Until `condition()` is true, asked every 0.5 s. Raises RuntimeError (naming `log_path`)
+    when `proc` exits first or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {seconds:.0f} s; see {log_path}")
+        time.sleep(0.5)
 
 
 # --- the webhook sender -----------------------------------------------------------------

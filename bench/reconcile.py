@@ -40,13 +40,8 @@ import json
 import os
 import random
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -60,12 +55,15 @@ from bench import harness  # noqa: E402
 from bench.harness import (  # noqa: E402
     Abort,
     Processes,
-    admin_sql,
+    Scratch,
+    bounded,
     free_port,
     load,
     log,
+    reset_localstripe,
     start_localstripe,
     start_migrate,
+    stop_qcluster,
     wait_for_line,
 )
 
@@ -131,22 +129,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def django_env(db_url: str, stripe_port: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "Q_", "FAILPOINTS"))}
-    return {
-        **env,
-        "DEBUG": "0",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SITE_URL": "http://127.0.0.1:9",
-        "DATABASE_URL": db_url,
-        "STRIPE_SECRET_KEY": "sk_test_paidupBenchRecon" + secrets.token_hex(12),
-        "STRIPE_PUBLISHABLE_KEY": "pk_test_paidupBenchRecon" + secrets.token_hex(12),
-        "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
-        "LOG_LEVEL": "WARNING",
-        # Emails go to the server logs here, on purpose (paidup.E006 would refuse it otherwise).
-        "ALLOW_CONSOLE_EMAIL": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+    """harness.django_env without the reconciliation, q2 and failpoint variables of this shell:
+    the runs measure the defaults."""
+    return harness.django_env(
+        db_url,
+        stripe_port,
+        site_url="http://127.0.0.1:9",
+        key_tag="paidupBenchRecon",
+        log_level="WARNING",
+        drop_prefixes=("RECONCILE_", "Q_", "FAILPOINTS"),
+    )
 
 
 def setup_django(env: dict) -> None:
@@ -680,7 +672,7 @@ def localstripe_scenario(s: Scenario, meter: Meter, rng: random.Random, args, st
     from billing.models import Order
 
     reset_database()
-    urllib.request.urlopen(urllib.request.Request(f"{stripe_base}/_config/data", method="DELETE")).read()
+    reset_localstripe(stripe_base)
     t0 = time.monotonic()
     order_ids, stuck_ids = [], []
     if s.kind == "healthy":
@@ -765,17 +757,6 @@ def crash_one(rng: random.Random) -> Crash:
     return Crash(order.reference, str(order.pk), created, crashed)
 
 
-def stop_qcluster(procs: Processes, proc) -> None:
-    """SIGTERM to the parent only: to its whole group, django-q2 hangs (see localstripe notes)."""
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            pass
-    procs.stop(proc, grace=5)  # whatever is left in its group
-
-
 def crash_part(args, procs: Processes, env: dict, workdir: Path, stripe_base: str, rng: random.Random) -> dict:
     from django.conf import settings
     from django_q.models import Schedule
@@ -784,7 +765,7 @@ def crash_part(args, procs: Processes, env: dict, workdir: Path, stripe_base: st
     from billing.stripe_setup import seed_local
 
     reset_database()
-    urllib.request.urlopen(urllib.request.Request(f"{stripe_base}/_config/data", method="DELETE")).read()
+    reset_localstripe(stripe_base)
     # The webhook endpoint row the system checks ask for; nothing is registered with
     # localstripe, so no webhook ever arrives: the crash stays a crash.
     seed_local()
@@ -953,16 +934,6 @@ def backlog_in_cluster(args, cluster, qlog: Path, rng: random.Random, started: f
     }
 
 
-def bounded(condition, seconds: float, proc, log_path: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}; see {log_path}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gave up after {seconds:.0f} s; see {log_path}")
-        time.sleep(0.5)
-
-
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -1094,27 +1065,17 @@ def print_report(args, scenarios: list[Scenario], crash: dict | None, setup: dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    procs = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="paidup-reconcile-"))
-    db_name = f"paidup_reconcile_{os.getpid()}"
-    db_created = False
-
-    def abort(signum, frame):
-        raise Abort(f"stopped by {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGALRM, abort)
-    signal.signal(signal.SIGTERM, abort)
-    signal.alarm(args.timeout)
+    run = Scratch(args.pg, args.timeout, prefix="paidup-reconcile-", db_prefix="paidup_reconcile")
+    procs, workdir, db_name = run.procs, run.workdir, run.db_name
     scenarios: list[Scenario] = []
     crash = None
     setup = {"load": load()}
     try:
         t0 = time.monotonic()
-        admin_sql(args.pg, f'CREATE DATABASE "{db_name}"')
-        db_created = True
+        run.create_database()
         stripe_port = free_port()
         stripe_base = f"http://127.0.0.1:{stripe_port}"
-        env = django_env(f"{args.pg}/{db_name}", stripe_port)
+        env = django_env(run.db_url, stripe_port)
         migrate = start_migrate(procs, ROOT, env, workdir / "migrate.log")
         ls_log = workdir / "localstripe.log"
         localstripe = None
@@ -1182,21 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"aborted: {stop}")
         return 2
     finally:
-        signal.alarm(0)
-        procs.stop_all()
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if db_created and not args.keep:
-            try:
-                admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            except Exception as error:  # noqa: BLE001 - report, never mask the run's own error
-                log(f"could not drop {db_name}: {error}")
-        if args.keep:
-            log(f"kept database {db_name} and logs in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        run.end(keep=args.keep)
 
 
 if __name__ == "__main__":

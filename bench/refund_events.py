@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -42,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench.backlog_setup import seed, server_env  # noqa: E402
 from bench.harness import (  # noqa: E402
     Abort,
-    Processes,
-    admin_sql,
+    Scratch,
     deliver,
     free_port,
     load,
@@ -51,10 +47,10 @@ from bench.harness import (  # noqa: E402
     ms,
     percentile,
     setup_django,
+    start_gunicorn,
+    start_migrate,
     wait_for_http,
 )
-
-VENV_BIN = ROOT / ".venv" / "bin"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -148,49 +144,28 @@ def report(args, orders, deliveries) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    procs = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="paidup-bench-refund-"))
-    db_name = f"paidup_bench_refund_{os.getpid()}"
-    db_created = False
-
-    def abort(signum, frame):
-        raise Abort(f"stopped by {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGALRM, abort)
-    signal.signal(signal.SIGTERM, abort)
-    signal.alarm(args.timeout)
+    run = Scratch(args.pg, args.timeout, prefix="paidup-bench-refund-", db_prefix="paidup_bench_refund")
+    procs, workdir = run.procs, run.workdir
     try:
-        admin_sql(args.pg, f'CREATE DATABASE "{db_name}"')
-        db_created = True
+        run.create_database()
         site_port, nobody = free_port(), free_port()
-        env = server_env(args, f"{args.pg}/{db_name}", site_port, nobody)
-        log(f"migrating {db_name} (dj-stripe brings about a hundred migrations); logs in {workdir}")
-        migrate = procs.start(
-            [str(VENV_BIN / "python"), "manage.py", "migrate", "--no-input", "-v0"],
-            log=workdir / "migrate.log",
-            env=env,
-            cwd=ROOT,
-        )
+        env = server_env(args, run.db_url, site_port, nobody)
+        log(f"migrating {run.db_name} (dj-stripe brings about a hundred migrations); logs in {workdir}")
+        migrate = start_migrate(procs, ROOT, env, workdir / "migrate.log")
         if migrate.wait():
             raise RuntimeError(f"migrate failed; see {workdir / 'migrate.log'}")
         setup_django(env)
         endpoint = seed()
         orders = fulfilled_orders(args.events)
         bodies = bodies_for(orders)
-        server = procs.start(
-            [
-                str(VENV_BIN / "gunicorn"),
-                "config.wsgi",
-                f"--bind=127.0.0.1:{site_port}",
-                f"--workers={args.workers}",
-                f"--threads={args.threads}",
-                f"--worker-class={'gthread' if args.threads > 1 else 'sync'}",
-                "--timeout=60",
-                "--no-control-socket",
-            ],
-            log=workdir / "gunicorn.log",
-            env=env,
-            cwd=ROOT,
+        server = start_gunicorn(
+            procs,
+            ROOT,
+            env,
+            port=site_port,
+            workers=args.workers,
+            threads=args.threads,
+            log_path=workdir / "gunicorn.log",
         )
         wait_for_http(site_port, "/healthz", server, timeout=60)
         path = f"/stripe/webhook/{endpoint.djstripe_uuid}/"
@@ -209,18 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{stopped or 'interrupted'}; cleaning up")
         return 130
     finally:
-        signal.alarm(0)
-        procs.stop_all()
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if db_created and not args.keep:
-            admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        if args.keep:
-            log(f"kept database {db_name} and the logs in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        run.end(keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,8 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -48,7 +46,6 @@ from bench.backlog_report import (  # noqa: E402
     snapshot,
 )
 from bench.backlog_setup import (  # noqa: E402
-    admin_sql,
     build_event,
     new_orders,
     pay,
@@ -61,15 +58,17 @@ from bench.harness import (  # noqa: E402
     Abort,
     CpuMeter,
     Processes,
+    Scratch,
     deliver,
     free_port,
     log,
+    start_gunicorn,
     start_localstripe,
+    start_migrate,
     wait_for_http,
     wait_for_line,
 )
 
-VENV_BIN = ROOT / ".venv" / "bin"
 SETTINGS = {"paidup": "config.settings", "stock": "bench.settings_stock"}
 
 
@@ -143,21 +142,16 @@ def run_variant(v: Variant, args, procs: Processes, env: dict, port: int, endpoi
     from django.db import connections
 
     path = f"/stripe/webhook/{endpoint.djstripe_uuid}/"
-    server = procs.start(
-        [
-            str(VENV_BIN / "gunicorn"),
-            "config.wsgi:application",
-            f"--bind=127.0.0.1:{port}",
-            f"--workers={v.server[0]}",
-            f"--threads={v.server[1]}",
-            f"--worker-class={'gthread' if v.server[1] > 1 else 'sync'}",
-            "--timeout=60",
-            "--graceful-timeout=5",
-            "--no-control-socket",
-        ],
-        log=workdir / f"gunicorn-{v.label}.log",
-        env={**env, "DJANGO_SETTINGS_MODULE": SETTINGS[v.name]},
-        cwd=ROOT,
+    server = start_gunicorn(
+        procs,
+        ROOT,
+        {**env, "DJANGO_SETTINGS_MODULE": SETTINGS[v.name]},
+        port=port,
+        workers=v.server[0],
+        threads=v.server[1],
+        log_path=workdir / f"gunicorn-{v.label}.log",
+        app="config.wsgi:application",
+        graceful_timeout=5,
     )
     wait_for_http(port, path, server)
     time.sleep(2)  # let every worker finish importing Django before the backlog arrives
@@ -234,28 +228,17 @@ def wait_for_quiet(meter: CpuMeter, patience: float, threshold: float = 0.2) -> 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    procs = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="paidup-bench-"))
-    db_name = f"paidup_bench_{os.getpid()}"
-    db_created = False
-
-    def abort(signum, frame):
-        raise Abort(f"stopped by {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGALRM, abort)
-    signal.signal(signal.SIGTERM, abort)
-    signal.alarm(args.timeout)
+    run = Scratch(args.pg, args.timeout, prefix="paidup-bench-", db_prefix="paidup_bench")
+    procs, workdir, db_name = run.procs, run.workdir, run.db_name
     try:
         t0 = time.monotonic()
         load = os.getloadavg()[0]
         if load > 0.5:
             log(f"the machine is busy (load {load:.1f}): other work skews the numbers; see the CPU lines")
-        admin_sql(args.pg, f'CREATE DATABASE "{db_name}"')
-        db_created = True
+        run.create_database()
         site_port, stripe_port = free_port(), free_port()
-        env = server_env(args, f"{args.pg}/{db_name}", site_port, stripe_port)
-        manage = [str(VENV_BIN / "python"), "manage.py"]
-        migrate = procs.start([*manage, "migrate", "--no-input", "-v0"], log=workdir / "migrate.log", env=env, cwd=ROOT)
+        env = server_env(args, run.db_url, site_port, stripe_port)
+        migrate = start_migrate(procs, ROOT, env, workdir / "migrate.log")
         localstripe = start_localstripe(procs, ROOT, env, stripe_port, workdir)
         log(f"database {db_name} migrating; localstripe on port {stripe_port}; logs in {workdir}")
         setup_django(env)
@@ -295,18 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{stopped or 'interrupted'}; cleaning up")
         return 130
     finally:
-        signal.alarm(0)
-        procs.stop_all()
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if db_created and not args.keep:
-            admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        if args.keep:
-            log(f"kept database {db_name} and the logs in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        run.end(keep=args.keep)
 
 
 if __name__ == "__main__":
