@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.localstripe",
     "tests.fixtures.services",
     "tests.fixtures.browser",
+    "tests.fixtures.checkout_page",
     "tests.fixtures.crash",
     "tests.fixtures.console",
     "tests.fixtures.tracking",

@@ -24,23 +24,13 @@ from billing import order_links
 from billing.fulfilment import fulfil
 from billing.models import Order, OutboundEmail
 from support.models import SupportCase
-from tests.factories import OrderFactory, PlanFactory
+from tests.factories import OrderFactory
 from tests.fixtures.axe import audit
 from tests.fixtures.browser import DESKTOP, MOBILE, shoot
+from tests.fixtures.checkout_page import CARD_3DS, CARD_DECLINED, CARD_OK, ORDER_URL, order_in
 from tests.fixtures.console import client_for, support_group
 
 pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
-
-CARD_OK = "4242424242424242"
-CARD_DECLINED = "4000000000000341"
-CARD_3DS = "4000002500003155"
-ORDER_URL = re.compile(r"/orders/(PU-[A-Z0-9]{6})/$")
-
-
-@pytest.fixture
-def site(stripe_site):
-    PlanFactory()
-    return stripe_site
 
 
 def signed_in(page, site, user: User) -> None:
@@ -72,10 +62,6 @@ def tab_to(page, target: str, *, most: int = 12) -> None:
 def type_into(page, target: str, text: str) -> None:
     tab_to(page, target)
     page.keyboard.type(text)
-
-
-def order_in(state: str, **fields) -> Order:
-    return OrderFactory(email="ada@example.com", state=state, **fields)
 
 
 # --- customer pages ---------------------------------------------------------------------

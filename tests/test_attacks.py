@@ -15,10 +15,9 @@ from billing.fulfilment import fulfil
 from billing.models import Alert, Order, OrderEvent, OutboundEmail
 from support.models import SupportCase
 from tests.factories import OrderFactory, UserFactory, payment_intent
-from tests.fixtures.console import act_url, change_url, client_for, paid_order, staff
+from tests.fixtures.console import PASSWORD, act_url, change_url, client_for, paid_order, staff_with_password
 from tests.fixtures.services import db_snapshot, give_cookie, make_event, post_event, sign
 from tests.fixtures.tracking import event_for, fulfilled_with_sent_email, post_tracking
-from tests.test_login_throttle import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -31,10 +30,7 @@ SCRIPT = '<script>alert("x")</script><img src=x onerror=alert(2)>'
 
 @pytest.fixture
 def ann(db):
-    person = staff("ann@paidup.example", "Support", "Support: refunds")
-    person.set_password(PASSWORD)
-    person.save()
-    return person
+    return staff_with_password("ann@paidup.example", "Support", "Support: refunds")
 
 
 def assert_escaped(page: str) -> None:

@@ -15,67 +15,28 @@ from playwright.sync_api import expect
 
 from billing import order_links
 from billing.models import Order, OutboundEmail
-from tests.factories import OrderFactory, PlanFactory
 from tests.fixtures.browser import MOBILE, shoot, shoot_mobile
+from tests.fixtures.checkout_page import (
+    CARD_3DS,
+    CARD_DECLINED,
+    CARD_OK,
+    fill_checkout,
+    open_checkout,
+    open_new_checkout,
+    order_in,
+    signin_link,
+    wait_for_order_page,
+    wait_for_webhook,
+)
 
 # "browser" first: a missing Chromium fails the test before minutes of database setup.
 pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
-
-CARD_OK = "4242424242424242"
-CARD_3DS = "4000002500003155"
-CARD_DECLINED = "4000000000000341"
-ORDER_URL = re.compile(r"/orders/(PU-[A-Z0-9]{6})/$")
-
-
-@pytest.fixture
-def site(stripe_site):
-    PlanFactory()
-    return stripe_site
-
-
-def open_checkout(page, site):
-    page.goto(f"{site.url}/checkout/")
-    expect(page.locator("input[placeholder=number]")).to_be_visible()
-
-
-def open_new_checkout(page, site):
-    """A new checkout in a browser that has paid: the paid order comes first, and its "Buy
-    another year" starts the new checkout (issue 10)."""
-    page.goto(f"{site.url}/checkout/")
-    page.get_by_role("button", name="Buy another year").click()
-    expect(page.locator("input[placeholder=number]")).to_be_visible()
-
-
-def fill_checkout(page, email: str, card: str) -> None:
-    page.fill("#email", email)
-    page.locator("input[placeholder=number]").fill(card)
-    page.locator("input[placeholder=exp_month]").fill("12")
-    page.locator("input[placeholder=exp_year]").fill("34")  # the fake element prepends "20"
-    page.locator("input[placeholder=cvc]").fill("123")
-    page.locator("input[placeholder=postal_code]").fill("94110")
-
-
-def wait_for_order_page(page) -> Order:
-    page.wait_for_url(ORDER_URL)
-    return Order.objects.get(reference=ORDER_URL.search(page.url).group(1))
-
-
-def wait_for_webhook(site, order: Order, event_type: str = "payment_intent.succeeded") -> None:
-    """localstripe posts each event once, about a second later. Waiting for it keeps the
-    event inside this test, and proves the webhook agrees with what the page already did."""
-    order.refresh_from_db()
-    trigger = site.wait_for_webhook(order.stripe_payment_intent_id, event_type, timeout=15)
-    assert trigger.processed, trigger.exception
 
 
 def show_email(page, email: OutboundEmail, name: str) -> None:
     """The email as a mail client shows it (the dev outbox page frames it at a fixed height)."""
     page.set_content(email.body_html)
     shoot(page, name)
-
-
-def signin_link(email: OutboundEmail) -> str:
-    return re.search(r"https?://\S+/account/sign-in/\S+/", email.body_text).group(0)
 
 
 def test_it_takes_a_payment_and_signs_the_customer_in(site, page, pages):
@@ -325,10 +286,6 @@ def test_the_order_page_while_we_cannot_reach_the_server_asks_not_to_pay_again(s
     page.unroute("**/orders/**")  # back online: the page finds out by itself
     expect(page.locator("#form-error")).to_contain_text("you have not been charged", timeout=20_000)
     expect(page.locator("#pay-button")).to_be_enabled()
-
-
-def order_in(state: str, **fields) -> Order:
-    return OrderFactory(email="ada@example.com", state=state, **fields)
 
 
 PAGES = {

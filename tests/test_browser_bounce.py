@@ -13,19 +13,12 @@ from playwright.sync_api import expect
 
 from accounts.models import User
 from billing.models import Alert, OutboundEmail
-from tests.factories import PlanFactory
 from tests.fixtures.browser import MOBILE, shoot
+from tests.fixtures.checkout_page import CARD_OK, fill_checkout, open_checkout, signin_link, wait_for_order_page
 from tests.fixtures.console import admin_signin, support_group
 from tests.fixtures.tracking import auth, event_for, fulfilled_with_sent_email, post_tracking
-from tests.test_browser import CARD_OK, fill_checkout, open_checkout, signin_link, wait_for_order_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
-
-
-@pytest.fixture
-def site(stripe_site):
-    PlanFactory()
-    return stripe_site
 
 
 def bounce(site, email: OutboundEmail) -> dict:

@@ -17,15 +17,10 @@ from playwright.sync_api import expect
 
 from billing.models import Order
 from tests.factories import OrderFactory
+from tests.fixtures.checkout_page import CARD_3DS, CARD_OK, fill_checkout, open_checkout, wait_for_order_page
 from tests.fixtures.console import client_for, staff
-from tests.test_browser import CARD_3DS, CARD_OK, fill_checkout, open_checkout, wait_for_order_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
-
-
-@pytest.fixture
-def site(stripe_site, plan):
-    return stripe_site
 
 
 @pytest.fixture

@@ -33,16 +33,6 @@ def text(response) -> str:
     return html_lib.unescape(" ".join(re.sub(r"<[^>]+>", " ", html).split()))
 
 
-@pytest.fixture
-def ana():
-    return staff("ana@paidup.example", "Support")
-
-
-@pytest.fixture
-def ben():
-    return staff("ben@paidup.example", "Support", "Support: refunds")
-
-
 def disputed(stripe_api, *, due_in_days: float = 6.01, reason: str = "fraudulent") -> tuple[Order, Dispute]:
     order = fulfilled_order(stripe_api)
     du = stripe_disputes.dispute(payment_intent=order.stripe_payment_intent_id, due_in_days=due_in_days, reason=reason)

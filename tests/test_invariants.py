@@ -19,7 +19,7 @@ from support.invariants import Violation, check_all, window_for
 from support.models import RefundRequest
 from support.stripe_view import StripeView
 from tests.factories import OrderFactory, payment_intent
-from tests.fixtures.console import act_url, client_for, fulfilled_order, paid_order, staff
+from tests.fixtures.console import act_url, client_for, fulfilled_order, paid_order
 from tests.fixtures.gateway import _Obj
 from tests.fixtures.services import post_event, signed_event
 
@@ -39,11 +39,6 @@ def only(report, invariant: str) -> Violation:
     assert report.complete
     assert [v.invariant for v in report.violations] == [invariant], [str(v) for v in report.violations]
     return report.violations[0]
-
-
-@pytest.fixture
-def ben(db):
-    return staff("ben@paidup.example", "Support", "Support: refunds")
 
 
 @pytest.fixture

@@ -12,21 +12,17 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from support.models import StaffEvent
-from tests.fixtures.console import client_for, staff
+from tests.fixtures.console import PASSWORD, client_for, staff, staff_with_password
 
 pytestmark = pytest.mark.django_db
 
 LOGIN = "/admin/login/?next=/admin/"
-PASSWORD = "correct horse battery staple"
 LOCKED = "Too many sign-in attempts. Try again in 30 minutes"
 
 
 @pytest.fixture
 def ann(db):
-    person = staff("ann@paidup.example", "Support")
-    person.set_password(PASSWORD)
-    person.save()
-    return person
+    return staff_with_password("ann@paidup.example", "Support")
 
 
 def sign_in(email: str, password: str, address: str = "198.51.100.1", client: Client | None = None, **headers):

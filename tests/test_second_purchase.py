@@ -20,7 +20,7 @@ from billing.fulfilment import fulfil
 from billing.models import Alert, Order, Subscription
 from support.diagnosis import diagnose
 from tests.factories import OrderFactory, payment_intent
-from tests.fixtures.console import act_url, change_url, client_for, fulfilled_order, staff
+from tests.fixtures.console import act_url, change_url, client_for, fulfilled_order
 from tests.fixtures.services import CARD, cookie_reference, give_cookie
 
 pytestmark = pytest.mark.django_db
@@ -199,16 +199,6 @@ def test_a_first_purchase_starts_today(plan, client):
 
 
 # --- Two paid orders within 24 hours: the support queue ------------------------------------
-
-
-@pytest.fixture
-def ben():
-    return staff("ben@paidup.example", "Support", "Support: refunds")
-
-
-@pytest.fixture
-def ana():
-    return staff("ana@paidup.example", "Support")
 
 
 def double_purchase(stripe_api):

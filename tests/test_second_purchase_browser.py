@@ -17,18 +17,11 @@ from playwright.sync_api import expect
 from accounts.models import User
 from billing import access
 from billing.models import Order
-from tests.factories import PlanFactory
 from tests.fixtures.browser import MOBILE, shoot
+from tests.fixtures.checkout_page import CARD_OK, fill_checkout, open_checkout, wait_for_order_page, wait_for_webhook
 from tests.fixtures.console import admin_signin, support_group
-from tests.test_browser import CARD_OK, fill_checkout, open_checkout, wait_for_order_page, wait_for_webhook
 
 pytestmark = [pytest.mark.browser, pytest.mark.localstripe, pytest.mark.usefixtures("browser")]
-
-
-@pytest.fixture
-def site(stripe_site):
-    PlanFactory()
-    return stripe_site
 
 
 def phone(pages, page):

@@ -9,8 +9,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from support.models import StaffEvent
 from tests.factories import UserFactory
-from tests.fixtures.console import client_for, current_code, staff
-from tests.test_login_throttle import PASSWORD, guess, sign_in
+from tests.fixtures.console import PASSWORD, client_for, current_code, staff, staff_with_password
+from tests.test_login_throttle import guess, sign_in
 
 pytestmark = pytest.mark.django_db
 K = StaffEvent.Kind
@@ -18,10 +18,7 @@ K = StaffEvent.Kind
 
 @pytest.fixture
 def ann(db):
-    person = staff("ann@paidup.example", "Support")
-    person.set_password(PASSWORD)
-    person.save()
-    return person
+    return staff_with_password("ann@paidup.example", "Support")
 
 
 def kinds() -> list[str]:

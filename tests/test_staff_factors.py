@@ -16,19 +16,21 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts import factors
 from billing.models import Order
 from outbox.models import OutboundEmail
-from tests.fixtures.console import act_url, change_url, current_code, fulfilled_order, staff
+from tests.fixtures.console import (
+    PASSWORD,
+    act_url,
+    change_url,
+    current_code,
+    fulfilled_order,
+    staff_with_password,
+)
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "a long support passphrase"
 
 
 @pytest.fixture
 def ben():
-    person = staff("ben@paidup.example", "Support", "Support: refunds")
-    person.set_password(PASSWORD)
-    person.save()
-    return person
+    return staff_with_password("ben@paidup.example", "Support", "Support: refunds")
 
 
 @pytest.fixture

@@ -15,18 +15,22 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from billing.models import Order
 from support import staff_session
 from tests.factories import UserFactory
-from tests.fixtures.console import act_url, change_url, client_for, current_code, fulfilled_order, staff
+from tests.fixtures.console import (
+    PASSWORD,
+    act_url,
+    change_url,
+    client_for,
+    current_code,
+    fulfilled_order,
+    staff_with_password,
+)
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "a long support passphrase"
 
 
 @pytest.fixture
 def ben():
-    person = staff("ben@paidup.example", "Support", "Support: refunds")
-    person.set_password(PASSWORD)
-    person.save()
+    person = staff_with_password("ben@paidup.example", "Support", "Support: refunds")
     TOTPDevice.objects.create(user=person, name="Authenticator app", confirmed=True)
     return person
 

@@ -35,18 +35,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ana():
-    """Support, without the refunds group."""
-    return staff("ana@paidup.example", "Support")
-
-
-@pytest.fixture
-def ben():
-    """Support with refunds and attach."""
-    return staff("ben@paidup.example", "Support", "Support: refunds")
-
-
-@pytest.fixture
 def as_ana(ana):
     return client_for(ana)
 
