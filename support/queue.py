@@ -125,11 +125,13 @@ def orders_in(key: str):
 
 # size: one row per kind of work, in the order the landing page shows them; a list, not logic.
 def build(user) -> Queue:
-    """The landing page's queue for staff member `user`: disputes, early fraud warnings, paid
-    orders with no access yet, orders needing attention, unknown payments, open support cases and
-    failed emails, each Row with its count, its oldest SHOWN items (oldest first) and a link to
-    the full list only where `user` has the permission to follow it; plus the health report.
-    Two queries per row plus the health report's, whatever the backlog. Raises nothing of its own.
+    """The landing page's queue for staff member `user`, rows in the order the page shows them:
+    disputes, early fraud warnings, charged with no access yet, needing attention, unknown
+    payments, payments that bought nothing, possible double purchases, support cases, failed
+    emails, bounced access emails, failed webhooks. Each Row has its count, its oldest SHOWN
+    items (oldest first) and a link to the full list only where `user` has the permission to
+    follow it; the Queue carries the health report too. A constant number of queries whatever
+    the backlog (module docstring). Raises nothing of its own.
     """
     now = timezone.now()
     orders = Order.objects.select_related("claimed_by", "plan")
