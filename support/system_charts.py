@@ -59,7 +59,7 @@ class Chart:
     legend: list[tuple[str, str]]  # (label, colour)
     columns: list[Column]
     ticks: list[tuple[float, str]]  # (y, label) on the left axis
-    days: list[tuple[float, str]]  # (x, label) under the axis
+    days: list[tuple[float, str, str]]  # (x, label, text-anchor) under the axis
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
@@ -110,12 +110,14 @@ def _x(index: int, count: int) -> tuple[float, float]:
     return LEFT + index * slot + slot * 0.15, slot * 0.7
 
 
-def _day_ticks(days: Sequence[Day]) -> list[tuple[float, str]]:
-    """A date under every seventh column counted back from today, so today is always named."""
+def _day_ticks(days: Sequence[Day]) -> list[tuple[float, str, str]]:
+    """(x, label, text-anchor): a date under every seventh column counted back from today, so
+    today is always named; today's ends at the chart's right edge instead of running off it."""
     ticks = []
     for index in range(len(days) - 1, -1, -7):
         x, width = _x(index, len(days))
-        ticks.append((x + width / 2, dateformat.format(days[index].day, "j M")))
+        label = dateformat.format(days[index].day, "j M")
+        ticks.append((x + width, label, "end") if index == len(days) - 1 else (x + width / 2, label, "middle"))
     return ticks
 
 

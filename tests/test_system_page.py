@@ -35,10 +35,12 @@ def support(db):
     return staff("sue@paidup.example", "Support")
 
 
-def order(days_ago: int, state: str, *, via: str = "", wait: float | None = None, hour: int = 10, **fields) -> Order:
-    """An order created `days_ago` days before NOW at `hour`:00 UTC in `state`; a fulfilled or
+def order(
+    days_ago: int, state: str, *, via: str = "", wait: float | None = None, hour: int = 10, now=NOW, **fields
+) -> Order:
+    """An order created `days_ago` days before `now` at `hour`:00 UTC in `state`; a fulfilled or
     refunded one charged then and given access `wait` seconds later (default 3 s)."""
-    created = NOW.replace(hour=hour) - timedelta(days=days_ago)
+    created = now.replace(hour=hour) - timedelta(days=days_ago)
     stamps = {"created_at": created}
     if state in ("paid", "fulfilled", "refunded"):
         stamps.update(paid_at=created, charged_at=created)
@@ -239,3 +241,55 @@ def test_last_days_refuses_a_window_of_no_days(db):
 )  # fmt: skip
 def test_durations_are_said_in_human_units(seconds, said):
     assert human_seconds(seconds) == said
+
+
+# --- in a real browser ------------------------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_it_reads_on_a_wide_screen_and_a_phone_without_breaking_the_csp(live_server, page, pages):
+    """The page fixture fails the test on any CSP violation or script error. Screenshots in /tmp."""
+    from django.conf import settings
+    from django.utils import timezone
+    from playwright.sync_api import expect
+
+    from tests.fixtures.console import support_group
+
+    now = timezone.now()
+    for days_ago in range(0, 30, 2):  # a month with work in it, every other day quiet
+        for index in range(days_ago % 5 + 1):
+            state = ["fulfilled", "fulfilled", "refunded", "failed", "paid"][index % 5]
+            made = order(days_ago, state, via=["", "reconciliation", "support"][days_ago % 3], wait=3 + 400 * index,
+                         hour=1, now=now)  # fmt: skip
+            if state == "refunded":
+                refund(made, days_ago, 24900)
+    dispute(made, 3)
+    person = staff("sue@paidup.example")
+    person.groups.add(support_group("Support"))
+    cookie = client_for(person).cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}])
+
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(live_server.url + "/admin/")
+    page.click("#pu-system-link")
+    expect(page.locator("h1")).to_contain_text("System")
+    charts = page.locator("svg.pu-chart")
+    expect(charts).to_have_count(5)
+    for index in range(5):
+        box = charts.nth(index).bounding_box()
+        assert 300 <= box["width"] <= 700 and box["height"] >= 140, box
+    page.screenshot(path="/tmp/system-desktop.png", full_page=True)
+
+    page.set_viewport_size(PHONE)
+    page.reload()
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390, f"the System page is {wide} px wide on a 390 px phone"
+    box = charts.first.bounding_box()
+    assert box["width"] >= 300, box  # the chart takes the phone's width, not a thumbnail
+    font = page.evaluate("getComputedStyle(document.querySelector('svg.pu-chart text')).fontSize")
+    shown = float(font.removesuffix("px")) * box["width"] / 340  # the viewBox is 340 wide
+    assert shown >= 9, f"axis labels are {shown:.1f} px on a phone"
+    page.screenshot(path="/tmp/system-phone.png", full_page=True)
