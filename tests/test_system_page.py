@@ -5,8 +5,7 @@ Orders are seeded with explicit timestamps on chosen days (the clock frozen with
 noon UTC), then the page's table is read cell by cell, as a person checks it."""
 
 import re
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -20,7 +19,7 @@ from support.system_charts import human_seconds
 from tests.factories import OrderFactory, UserFactory
 from tests.fixtures.console import client_for, staff
 
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=dt_timezone.utc)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 URL = "/admin/system/"
 
 
