@@ -92,6 +92,7 @@ def counted(n: int, one: str, many: str) -> str:
 
 
 def day_label(day: Day) -> str:
+    """The day as the page names it everywhere: "Mon 30 Nov"."""
     return dateformat.format(day.day, "D j M")
 
 
