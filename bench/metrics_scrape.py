@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-TOKEN = "bench-metrics-token"
+TOKEN = "bench-metrics-token-0123456789abcdef"  # 32+ characters: paidup.E013
 
 
 def parse_args(argv=None) -> argparse.Namespace:

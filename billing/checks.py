@@ -2,7 +2,8 @@
 
 Two kinds of check, because Django runs them at different times:
 
-- `check_production_settings` (E001-E004, E006, E008, E012) and `check_reconcile_interval` (E007) are about
+- `check_production_settings` (E001-E004, E006, E008, E012), `check_reconcile_interval` (E007),
+  `check_dispute_policies` (E009-E011) and `check_metrics_token` (E013) are about
   the environment. Django runs them before every management command that asks for checks
   (`migrate`, `stripe_setup`, `qcluster`, `runserver`...), so nothing runs on a placeholder key
   or a console mailer.
@@ -153,6 +154,31 @@ def check_dispute_policies(app_configs=None, **kwargs) -> list[Error]:
             )
         )
     return errors
+
+
+# A bearer token is all that guards /metrics (config/metrics.py): as long as SECRET_KEY's minimum,
+# so that `openssl rand -hex 16` (32 characters) or longer passes and a memorable word does not.
+METRICS_TOKEN_MIN_LENGTH = 32
+
+
+@register(Tags.security)
+def check_metrics_token(app_configs=None, **kwargs) -> list[Error]:
+    """paidup.E013 when METRICS_TOKEN is set and shorter than METRICS_TOKEN_MIN_LENGTH characters,
+    whatever DEBUG says: the token is the only thing between the internet and the business gauges
+    (order counts, ages, disputes), and a short one can be guessed. Empty is allowed: /metrics is
+    then a 404 with DEBUG off (config/metrics.py). Spaces around the token do not count: they add
+    nothing to guess."""
+    token = settings.METRICS_TOKEN or ""
+    if not token or len(token.strip()) >= METRICS_TOKEN_MIN_LENGTH:
+        return []
+    return [
+        Error(
+            f"METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters when set "
+            f"(it has {len(token.strip())}).",
+            hint="Generate one with `openssl rand -hex 32`, or leave it empty to turn /metrics off.",
+            id="paidup.E013",
+        )
+    ]
 
 
 @register(Tags.security, deploy=True)

@@ -187,13 +187,14 @@ def accept_invite(request, token: str):
 
 def extra_urls(site) -> list:
     """The site's other staff URLs: new backup codes (a verified person), the invite link (no
-    session needed), the console's invite page (permission-checked)."""
+    session needed), the console's invite page and System page (permission-checked)."""
     from django.urls import path
 
-    from . import invite_admin
+    from . import invite_admin, system_page
 
     return [
         path("backup-codes/", site.admin_view(new_backup_codes), name="staff_backup_codes"),
         path("welcome/<str:token>/", accept_invite, name="staff_invite"),
         path("invite/", site.admin_view(invite_admin.invite_person), name="staff_invite_person"),
+        path("system/", site.admin_view(system_page.system_page), name="system"),
     ]

@@ -2,7 +2,7 @@
 
 axe-core audits every page a customer can be on (the checkout, the checkout after an error,
 each story the order page tells, sign-in, the help page, the account) and the console's
-pages (the queue, an order, an action's confirmation) for WCAG 2.1 A and AA, desktop and a
+pages (the queue, an order, an action's confirmation, the System page) for WCAG 2.1 A and AA, desktop and a
 390x844 phone, and fails on any violation (tests/fixtures/axe.py). axe cannot judge focus
 order or what a screen reader hears when a page changes, so the rest is tested by hand: a
 purchase with the keyboard alone, where focus goes after an error, what the status region
@@ -379,6 +379,10 @@ def test_the_console_pages_pass_axe(site, page, console):
     expect(page.locator("#pu-sentence")).to_be_visible()
     audit(page, "console-order")
 
+    page.goto(f"{site.url}/admin/system/")
+    expect(page.locator("#pu-days")).to_be_visible()
+    audit(page, "console-system")
+
     page.goto(f"{site.url}/admin/billing/order/{console.pk}/act/extend/")
     audit(page, "console-action")
     page.fill("#id_days", "999")
@@ -411,6 +415,7 @@ def test_the_console_fits_a_phone_and_a_wide_screen(site, page, console):
         f"/admin/billing/order/{console.pk}/change/",
         "/admin/",
         f"/admin/billing/order/{console.pk}/act/refund/",
+        "/admin/system/",
     ]:
         page.goto(site.url + url)
         wide = page.evaluate("document.documentElement.scrollWidth")

@@ -170,3 +170,34 @@ def test_the_dispute_policies_are_checked_at_start_even_in_debug(settings, name,
     setattr(settings, name, value)
     assert [error.id for error in check_dispute_policies()] == expected
     assert {e.id for e in run_checks() if e.id in ("paidup.E009", "paidup.E010", "paidup.E011")} == set(expected)
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("", []),  # no token: /metrics is off (a 404 with DEBUG off), nothing to guess
+        ("a" * 32, []),
+        ("0123456789abcdef" * 4, []),  # `openssl rand -hex 32`
+        ("a" * 31, ["paidup.E013"]),
+        ("secret", ["paidup.E013"]),
+        ("  " + "a" * 30 + "  ", ["paidup.E013"]),  # spaces around it add nothing to guess
+    ],
+)
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_short_metrics_token_is_refused_at_start_even_in_debug(production, token, expected, debug):
+    from billing.checks import check_metrics_token
+
+    production.DEBUG = debug
+    production.METRICS_TOKEN = token
+    assert [error.id for error in check_metrics_token()] == expected
+    assert [e.id for e in run_checks() if e.id == "paidup.E013"] == expected  # registered: start-up runs it
+
+
+def test_the_metrics_token_error_says_how_long_and_how_to_make_one(production):
+    from billing.checks import check_metrics_token
+
+    production.METRICS_TOKEN = "hunter2"
+    (error,) = check_metrics_token()
+    assert error.is_serious()
+    assert "at least 32 characters" in error.msg and "(it has 7)" in error.msg
+    assert "openssl rand -hex 32" in error.hint
