@@ -12,6 +12,8 @@ Two kinds of check, because Django runs them at different times:
   `manage.py check --deploy`, so `migrate` and `stripe_setup` (the commands that make it true)
   are not blocked by it. The web server and the q cluster run every check, deployment checks
   included, through `refuse_unsafe_start()`: they never serve without an endpoint.
+  `check_webhook_events` (W002, also a deployment check) warns when that endpoint misses event
+  types PaidUp handles; warnings do not stop a server.
 """
 
 import logging
@@ -196,6 +198,46 @@ def check_webhook_endpoint(app_configs=None, **kwargs) -> list[Error]:
             id="paidup.E005",
         )
     ]
+
+
+@register(Tags.security, deploy=True)
+def check_webhook_events(app_configs=None, **kwargs) -> list[Warning]:
+    """paidup.W002 when DEBUG is off and a stored, enabled webhook endpoint is not subscribed to
+    every event type PaidUp has a receiver for (`billing.stripe_events.WEBHOOK_EVENTS`).
+
+    Stripe sends an endpoint only its `enabled_events`; one set up by an older release lacks the
+    types added since, which then reach PaidUp only through reconciliation, minutes late.
+    `stripe_setup` fixes it. A warning, not an error: the site works, only later than it should,
+    and a server must not refuse to start after an upgrade for it. Compares with our row, which
+    `stripe_setup` writes from Stripe's answer. Returns [] before the first migration.
+    """
+    from django.db import DatabaseError
+    from djstripe.enums import WebhookEndpointStatus
+    from djstripe.models import WebhookEndpoint
+
+    from .stripe_events import WEBHOOK_EVENTS
+
+    if settings.DEBUG:
+        return []
+    try:
+        # Endpoints without a signing secret are E005's business.
+        endpoints = [e for e in WebhookEndpoint.objects.filter(status=WebhookEndpointStatus.enabled) if e.secret]
+    except DatabaseError:
+        return []
+    warnings = []
+    for endpoint in endpoints:
+        subscribed = endpoint.enabled_events or []
+        missing = [name for name in WEBHOOK_EVENTS if name not in subscribed and "*" not in subscribed]
+        if missing:
+            warnings.append(
+                Warning(
+                    f"The Stripe webhook endpoint {endpoint.id} is not subscribed to {', '.join(missing)}: "
+                    "Stripe does not send them, and PaidUp learns of them only through reconciliation.",
+                    hint="Run `manage.py stripe_setup`; it subscribes the endpoint to every event PaidUp handles.",
+                    id="paidup.W002",
+                )
+            )
+    return warnings
 
 
 def _webhook_endpoint_configured() -> bool:

@@ -21,16 +21,6 @@ reconciliation all read this table, so a status means the same thing everywhere.
 
 from dataclasses import dataclass
 
-# The events PaidUp's webhook handles; stripe_setup subscribes the endpoint to exactly these
-# (it lives here, in the Core, so that setting up Stripe never imports the webhook receivers).
-PAYMENT_INTENT_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"]
-# Refunds, wherever made (billing.refunds). The pinned API version (stripe-python 15's
-# 2026-08-26.dahlia, past 2024-10-28.acacia) sends refund.created/.updated/.failed for every
-# refund, each with the Refund; charge.refunded carries the Charge without its refunds list
-# (since 2022-11-15) and charge.refund.updated a Refund, for some payment methods only.
-REFUND_EVENTS = ["charge.refunded", "charge.refund.updated", "refund.created", "refund.updated", "refund.failed"]
-WEBHOOK_EVENTS = PAYMENT_INTENT_EVENTS + REFUND_EVENTS
-
 # What a new submit of the checkout may do next.
 PAY = "pay"  # start a new attempt: new keys, a new PaymentIntent (nothing was charged)
 CONFIRM = "confirm"  # confirm the same PaymentIntent again under a fresh confirm key (nothing was charged)

@@ -11,6 +11,11 @@
   time and updated (url, events) on every later run (`sync_stripe_endpoint`); the signing
   secret, which Stripe returns only on creation, is kept in the WebhookEndpoint row.
 
+Either way the endpoint is subscribed to exactly `billing.stripe_events.WEBHOOK_EVENTS`, the
+event types PaidUp has receivers for: Stripe delivers nothing else. An endpoint set up by an
+older release (before disputes and fraud warnings had receivers) gains the missing types on the
+next run; the result says which.
+
 Everything here is idempotent, and a failure leaves the database as it was.
 """
 
@@ -31,7 +36,9 @@ from djstripe.enums import APIKeyType, WebhookEndpointStatus
 from djstripe.models import Account, APIKey, WebhookEndpoint
 from djstripe.settings import djstripe_settings
 
-from .payment_status import WEBHOOK_EVENTS as EVENTS
+from .stripe_events import WEBHOOK_EVENTS
+
+EVENTS = list(WEBHOOK_EVENTS)  # Stripe's API and dj-stripe's JSON field want a list
 
 LOCAL_ACCOUNT_ID = "acct_localstripe"
 LOCAL_ENDPOINT_ID = "we_localstripe"
@@ -53,13 +60,27 @@ class SetupResult:
     endpoint: WebhookEndpoint
     action: str  # "registered with localstripe", "created", "updated", "recreated"
     target: str  # localstripe's address, or "Stripe"
+    # Event types the endpoint was not subscribed to before this run, and ones it no longer is.
+    added: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """One line for the operator: the endpoint's id, what was done, where, its URL and events."""
+        """One line for the operator: which endpoint, where, for which events, and what changed."""
+        changes = [("now also", self.added), ("no longer", self.dropped)]
+        changed = "".join(f"; {word} {', '.join(names)}" for word, names in changes if names)
         return (
             f"Webhook endpoint {self.endpoint.id} {self.action} ({self.target}): {self.endpoint.url} "
-            f"for {', '.join(self.endpoint.enabled_events)}"
+            f"for {', '.join(self.endpoint.enabled_events)}{changed}"
         )
+
+
+def event_changes(before: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """`added` and `dropped` event types between an endpoint's stored `enabled_events` and ours."""
+    before = list(before or [])
+    return {
+        "added": tuple(name for name in EVENTS if name not in before),
+        "dropped": tuple(name for name in before if name not in EVENTS),
+    }
 
 
 def run(site_url: str | None = None) -> SetupResult:
@@ -97,9 +118,11 @@ def webhook_url(endpoint: WebhookEndpoint, site_url: str | None = None) -> str:
 def setup_local(site_url: str, api_base: str) -> SetupResult:
     """Seed the rows and register the endpoint; if localstripe refuses, roll the seed back."""
     with transaction.atomic():
+        before = WebhookEndpoint.objects.filter(id=LOCAL_ENDPOINT_ID).values_list("enabled_events", flat=True).first()
         endpoint = seed_local(site_url)
         register_local(endpoint, api_base)
-    return SetupResult(endpoint, "registered with localstripe", api_base)
+    changes = event_changes(before) if before is not None else {}
+    return SetupResult(endpoint, "registered with localstripe", api_base, **changes)
 
 
 @transaction.atomic
@@ -130,7 +153,7 @@ def seed_local(site_url: str | None = None) -> WebhookEndpoint:
             djstripe_owner_account=account,
             stripe_data={},
         )
-    endpoint.enabled_events = EVENTS
+    endpoint.enabled_events = list(EVENTS)
     endpoint.url = webhook_url(endpoint, site_url)
     endpoint.save()
     return endpoint
@@ -229,13 +252,15 @@ def managed_endpoint(account: Account) -> WebhookEndpoint | None:
 def sync_stripe_endpoint(account: Account, site_url: str, api_key: str) -> SetupResult:
     """Update the endpoint an earlier run created (url, events), or create it.
 
-    The uuid in the URL is kept across runs, so Stripe's deliveries in flight still land.
-    An endpoint deleted in the Dashboard is retired and created again ("recreated"). Raises
-    `stripe.StripeError` as Stripe raises it, and SetupError when Stripe creates an endpoint
-    without a signing secret.
+    Stripe's update replaces `enabled_events` as a whole (docs.stripe.com/api/webhook_endpoints/update),
+    so an endpoint missing some of ours gains them and one with more (or "*") is narrowed to ours;
+    the result's `added`/`dropped` say which, compared with what our row last recorded. The uuid in
+    the URL is kept across runs, so Stripe's deliveries in flight still land. Raises
+    stripe.StripeError (setup_stripe turns it into SetupError, and rolls the row back).
     """
     endpoint = managed_endpoint(account)
     if endpoint is not None:
+        changes = event_changes(endpoint.enabled_events)
         url = webhook_url(endpoint, site_url)
         try:
             data = stripe.WebhookEndpoint.modify(
@@ -253,7 +278,7 @@ def sync_stripe_endpoint(account: Account, site_url: str, api_key: str) -> Setup
             retire(endpoint)
             return _create_stripe_endpoint(site_url, api_key, action="recreated")
         data = {**data.to_dict(), "secret": endpoint.secret}  # Stripe returns the secret only once
-        return SetupResult(WebhookEndpoint.sync_from_stripe_data(data, api_key=api_key), "updated", "Stripe")
+        return SetupResult(WebhookEndpoint.sync_from_stripe_data(data, api_key=api_key), "updated", "Stripe", **changes)
     return _create_stripe_endpoint(site_url, api_key, action="created")
 
 

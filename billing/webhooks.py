@@ -17,6 +17,7 @@ import logging
 
 import stripe
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
@@ -35,9 +36,23 @@ from . import disputes, fraud_warnings, refunds
 from .fulfilment import NotFulfillable, PaymentMismatch, find_order, fulfil_from_payment_intent
 from .models import Order
 from .models.orders import format_money
-from .payment_status import PAYMENT_INTENT_EVENTS, REFUND_EVENTS, WEBHOOK_EVENTS
+from .stripe_events import (
+    DISPUTE_EVENTS,
+    FRAUD_WARNING_EVENTS,
+    PAYMENT_INTENT_EVENTS,
+    REFUND_EVENTS,
+    WEBHOOK_EVENTS,
+)
 
-__all__ = ["PAYMENT_INTENT_EVENTS", "REFUND_EVENTS", "WEBHOOK_EVENTS", "stripe_webhook"]
+__all__ = [
+    "DISPUTE_EVENTS",
+    "FRAUD_WARNING_EVENTS",
+    "PAYMENT_INTENT_EVENTS",
+    "REFUND_EVENTS",
+    "WEBHOOK_EVENTS",
+    "receiver",
+    "stripe_webhook",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +73,28 @@ for _name in ("charge.refunded", "charge.refund.updated"):
 # The same for disputes: dj-stripe's stock receiver retrieves each dispute from Stripe (and its
 # charge and balance transactions) inside the webhook's transaction. PaidUp records what the
 # event says (billing/disputes.py) and lists disputes in reconciliation as the net.
-DISPUTE_EVENTS = (
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.closed",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-)
 for _name in DISPUTE_EVENTS:
     WEBHOOK_SIGNALS[_name].disconnect(handle_charge_dispute_event, sender=Event)
+
+
+def receiver(*event_types: str):
+    """Connect the decorated function to dj-stripe's signals for `event_types` (Stripe event type
+    names, e.g. "charge.dispute.created"), as `djstripe_receiver` does.
+
+    Raises ImproperlyConfigured, at import, for a type that `billing.stripe_events.WEBHOOK_EVENTS`
+    does not list: `stripe_setup` subscribes the endpoint to that list only, so Stripe would never
+    deliver the type and the receiver would never run. Every PaidUp receiver is connected here.
+    """
+    if not event_types:
+        raise ImproperlyConfigured("receiver() needs at least one Stripe event type.")
+    unlisted = [name for name in event_types if name not in WEBHOOK_EVENTS]
+    if unlisted:
+        raise ImproperlyConfigured(
+            f"Stripe event types {unlisted} have a receiver but are not in "
+            "billing.stripe_events.WEBHOOK_EVENTS, so the webhook endpoint is not subscribed to them. "
+            "List them there, then run `manage.py stripe_setup`."
+        )
+    return djstripe_receiver(list(event_types))
 
 
 class HttpResponsePayloadTooLarge(HttpResponse):
@@ -125,7 +153,7 @@ def _is_event(event) -> bool:
     )
 
 
-@djstripe_receiver("payment_intent.succeeded")
+@receiver("payment_intent.succeeded")
 def on_payment_intent_succeeded(sender, event, **kwargs) -> None:
     """Fulfil the PaymentIntent's order via WEBHOOK (DESIGN.md "The paid path", step 5), with the
     event's `created` (Unix seconds) as the charge time. An order that cannot be fulfilled or
@@ -150,7 +178,7 @@ def on_payment_intent_succeeded(sender, event, **kwargs) -> None:
             )
 
 
-@djstripe_receiver("payment_intent.payment_failed")
+@receiver("payment_intent.payment_failed")
 def on_payment_intent_failed(sender, event, **kwargs) -> None:
     """A failed attempt is not a failed order: the customer may retry with another card.
     Never moves an order backwards."""
@@ -170,7 +198,7 @@ def on_payment_intent_failed(sender, event, **kwargs) -> None:
     )
 
 
-@djstripe_receiver("payment_intent.canceled")
+@receiver("payment_intent.canceled")
 def on_payment_intent_canceled(sender, event, **kwargs) -> None:
     """Close the order (pending → failed, Order.close_unpaid) when the cancelled PaymentIntent is
     its current one; otherwise only note it on the timeline: a late cancel never moves a paid
@@ -200,10 +228,7 @@ def on_payment_intent_canceled(sender, event, **kwargs) -> None:
             )
 
 
-@djstripe_receiver("refund.created")
-@djstripe_receiver("refund.updated")
-@djstripe_receiver("refund.failed")
-@djstripe_receiver("charge.refund.updated")
+@receiver("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 def on_refund(sender, event, **kwargs) -> None:
     """A refund was made or changed, wherever (console, dashboard, API): the body is the Refund.
     Recorded once per refund id, its status moved on, or refused with a log line and an alert
@@ -217,7 +242,7 @@ def on_refund(sender, event, **kwargs) -> None:
     logger.info("%s %s: refund %s %s", event.type, event.id, refund.get("id"), outcome)
 
 
-@djstripe_receiver("charge.refunded")
+@receiver("charge.refunded")
 def on_charge_refunded(sender, event, **kwargs) -> None:
     """The body is the Charge. At the pinned API version it no longer lists its refunds (each
     comes as its own refund.created), so this records the card's last four digits for the
@@ -248,7 +273,7 @@ def on_charge_refunded(sender, event, **kwargs) -> None:
         )
 
 
-@djstripe_receiver(list(DISPUTE_EVENTS))
+@receiver(*DISPUTE_EVENTS)
 def on_dispute(sender, event, **kwargs) -> None:
     """Record the dispute as the event shows it (billing.disputes.record_dispute: idempotent,
     order-independent, alerted once). A body without a dispute id is logged and alerted there,
@@ -258,7 +283,7 @@ def on_dispute(sender, event, **kwargs) -> None:
     )
 
 
-@djstripe_receiver(["radar.early_fraud_warning.created", "radar.early_fraud_warning.updated"])
+@receiver(*FRAUD_WARNING_EVENTS)
 def on_early_fraud_warning(sender, event, **kwargs) -> None:
     """Record the warning (billing.fraud_warnings.record_warning), which alerts and applies EFW_AUTO_REFUND."""
     fraud_warnings.record_warning(event.data["object"], event_created=_created(event), actor="stripe:webhook")

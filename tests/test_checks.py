@@ -1,10 +1,15 @@
 """With DEBUG off, PaidUp refuses to start on unsafe or missing settings (billing/checks.py)."""
 
 import pytest
-from django.core.checks import run_checks
+from django.core.checks import WARNING, run_checks
 from djstripe.models import WebhookEndpoint
 
-from billing.checks import check_production_settings, check_reconcile_interval, check_webhook_endpoint
+from billing.checks import (
+    check_production_settings,
+    check_reconcile_interval,
+    check_webhook_endpoint,
+    check_webhook_events,
+)
 from config.settings import DEV_SECRET_KEY
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +206,48 @@ def test_the_metrics_token_error_says_how_long_and_how_to_make_one(production):
     assert error.is_serious()
     assert "at least 32 characters" in error.msg and "(it has 7)" in error.msg
     assert "openssl rand -hex 32" in error.hint
+
+
+# --- paidup.W002: the endpoint misses event types PaidUp handles ------------------------------
+
+OLD_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled", "refund.created"]
+
+
+def test_an_endpoint_subscribed_to_every_handled_event_passes(production):
+    assert check_webhook_events() == []
+
+
+def test_an_endpoint_set_up_by_an_older_release_is_warned_about(production, webhook_endpoint):
+    WebhookEndpoint.objects.update(enabled_events=OLD_EVENTS)
+
+    [warning] = check_webhook_events()
+
+    assert warning.id == "paidup.W002" and warning.level == WARNING
+    assert "charge.dispute.created" in warning.msg and "radar.early_fraud_warning.created" in warning.msg
+    assert "payment_intent.succeeded" not in warning.msg
+    assert "stripe_setup" in warning.hint
+    assert check_production_settings() + check_webhook_endpoint() == []  # a warning: servers still start
+
+
+def test_stripe_setup_clears_the_warning(production, webhook_endpoint):
+    from billing.stripe_setup import seed_local
+
+    WebhookEndpoint.objects.update(enabled_events=OLD_EVENTS)
+    seed_local()
+
+    assert check_webhook_events() == []
+
+
+@pytest.mark.parametrize("case", ["debug", "disabled endpoint", "all events", "no secret"])
+def test_it_does_not_warn_when_stripe_delivers_nothing_it_misses(production, webhook_endpoint, case):
+    WebhookEndpoint.objects.update(enabled_events=OLD_EVENTS)
+    if case == "debug":
+        production.DEBUG = True
+    elif case == "disabled endpoint":  # retired by stripe_setup after a deletion in the Dashboard
+        WebhookEndpoint.objects.update(status="disabled")
+    elif case == "all events":
+        WebhookEndpoint.objects.update(enabled_events=["*"])
+    else:  # E005 says that one
+        WebhookEndpoint.objects.update(secret="")
+
+    assert check_webhook_events() == []

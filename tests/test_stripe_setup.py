@@ -14,8 +14,9 @@ from djstripe.enums import WebhookEndpointStatus
 from djstripe.models import Account, APIKey, WebhookEndpoint
 
 from billing import stripe_setup
-from billing.webhooks import WEBHOOK_EVENTS
+from billing.stripe_events import PAYMENT_INTENT_EVENTS, REFUND_EVENTS, WEBHOOK_EVENTS
 from tests.fixtures.localstripe import _free_port
+from tests.test_webhook_events import paidup_receiver_types
 
 
 def setup(*args) -> str:
@@ -93,7 +94,7 @@ def test_it_seeds_the_rows_and_registers_the_endpoint_with_localstripe(db, local
     endpoint = WebhookEndpoint.objects.get()
     assert endpoint.url == f"{listener.url}/stripe/webhook/{endpoint.djstripe_uuid}/"
     assert endpoint.secret.startswith("whsec_")
-    assert endpoint.enabled_events == WEBHOOK_EVENTS
+    assert endpoint.enabled_events == list(WEBHOOK_EVENTS)
     assert APIKey.objects.get().djstripe_owner_account == endpoint.djstripe_owner_account == Account.objects.get()
     assert endpoint.url in output
 
@@ -210,12 +211,12 @@ def test_it_creates_the_endpoint_in_stripe_and_keeps_its_secret(db, fake_stripe_
     assert endpoint.id == "we_fake1"
     assert endpoint.secret == "whsec_we_fake1"
     assert endpoint.url == f"https://paidup.example/stripe/webhook/{endpoint.djstripe_uuid}/"
-    assert endpoint.enabled_events == WEBHOOK_EVENTS
+    assert endpoint.enabled_events == list(WEBHOOK_EVENTS)
     assert endpoint.djstripe_owner_account.id == "acct_1PaidUp"
     assert APIKey.objects.get(secret=SECRET_KEY).djstripe_owner_account.id == "acct_1PaidUp"
     params = fake_stripe_api.create_spy.call_args.kwargs
     assert params["url"] == endpoint.url
-    assert params["enabled_events"] == WEBHOOK_EVENTS
+    assert params["enabled_events"] == list(WEBHOOK_EVENTS)
     assert params["metadata"]["djstripe_uuid"] == str(endpoint.djstripe_uuid)
     assert "created" in output
 
@@ -230,7 +231,7 @@ def test_a_rerun_updates_the_endpoint_in_stripe_instead_of_creating_another(db, 
     assert fake_stripe_api.create_spy.call_count == 1
     fake_stripe_api.modify_spy.assert_called_once()
     assert fake_stripe_api.modify_spy.call_args.args == ("we_fake1",)
-    assert fake_stripe_api.modify_spy.call_args.kwargs["enabled_events"] == WEBHOOK_EVENTS
+    assert fake_stripe_api.modify_spy.call_args.kwargs["enabled_events"] == list(WEBHOOK_EVENTS)
     endpoint = WebhookEndpoint.objects.get()
     assert (endpoint.id, endpoint.djstripe_uuid, endpoint.secret) == (first.id, first.djstripe_uuid, first.secret)
     assert endpoint.url == f"https://www.paidup.example/stripe/webhook/{endpoint.djstripe_uuid}/"
@@ -273,3 +274,78 @@ def test_it_refuses_an_address_stripe_cannot_reach(db, fake_stripe_api, site_url
 
     fake_stripe_api.retrieve_spy.assert_not_called()
     fake_stripe_api.create_spy.assert_not_called()
+
+
+# --- the events the endpoint is subscribed to -----------------------------------------
+
+# What stripe_setup subscribed endpoints to before disputes and fraud warnings were listed.
+OLD_EVENTS = [*PAYMENT_INTENT_EVENTS, *REFUND_EVENTS]
+
+
+def test_stripe_delivers_every_event_type_paidup_has_a_receiver_for(db, fake_stripe_api):
+    setup("--site-url", "https://paidup.example")
+
+    (subscribed,) = (e["enabled_events"] for e in fake_stripe_api.endpoints.values())
+    assert paidup_receiver_types() <= set(subscribed)
+    assert {"charge.dispute.created", "radar.early_fraud_warning.created"} <= set(subscribed)
+    assert set(WebhookEndpoint.objects.get().enabled_events) == set(subscribed)
+
+
+def test_a_rerun_subscribes_an_older_endpoint_to_the_event_types_it_lacks(db, fake_stripe_api, monkeypatch):
+    with monkeypatch.context() as old_release:
+        old_release.setattr(stripe_setup, "EVENTS", OLD_EVENTS)
+        setup("--site-url", "https://paidup.example")
+    assert fake_stripe_api.endpoints["we_fake1"]["enabled_events"] == OLD_EVENTS
+
+    output = setup("--site-url", "https://paidup.example")
+
+    assert fake_stripe_api.create_spy.call_count == 1  # the same endpoint, updated
+    assert fake_stripe_api.endpoints["we_fake1"]["enabled_events"] == list(WEBHOOK_EVENTS)
+    assert WebhookEndpoint.objects.get().enabled_events == list(WEBHOOK_EVENTS)
+    assert "now also charge.dispute.created" in output
+    assert "radar.early_fraud_warning.updated" in output.split("now also")[1]
+    assert "no longer" not in output
+
+
+def test_a_rerun_drops_event_types_paidup_has_no_receiver_for(db, fake_stripe_api, monkeypatch):
+    with monkeypatch.context() as edited:
+        edited.setattr(stripe_setup, "EVENTS", ["*"])  # as if someone picked "all events" in the Dashboard
+        setup("--site-url", "https://paidup.example")
+
+    output = setup("--site-url", "https://paidup.example")
+
+    assert fake_stripe_api.endpoints["we_fake1"]["enabled_events"] == list(WEBHOOK_EVENTS)
+    assert "no longer *" in output
+
+
+def test_a_rerun_with_nothing_to_change_says_no_change(db, fake_stripe_api):
+    setup("--site-url", "https://paidup.example")
+
+    output = setup("--site-url", "https://paidup.example")
+
+    assert "updated" in output
+    assert "now also" not in output and "no longer" not in output
+
+
+def test_when_stripe_refuses_the_event_list_nothing_changes(db, fake_stripe_api, monkeypatch):
+    with monkeypatch.context() as old_release:
+        old_release.setattr(stripe_setup, "EVENTS", OLD_EVENTS)
+        setup("--site-url", "https://paidup.example")
+    fake_stripe_api.modify_spy.side_effect = stripe.InvalidRequestError(
+        "Invalid enabled_events[12]: must be one of …", "enabled_events"
+    )
+
+    with pytest.raises(CommandError, match="Stripe refused: Invalid enabled_events"):
+        setup("--site-url", "https://paidup.example")
+
+    assert WebhookEndpoint.objects.get().enabled_events == OLD_EVENTS  # not claimed before Stripe agreed
+
+
+def test_a_localstripe_endpoint_row_follows_the_list_too(db):
+    old = stripe_setup.seed_local("http://127.0.0.1:8000")
+    WebhookEndpoint.objects.filter(pk=old.pk).update(enabled_events=OLD_EVENTS)
+
+    endpoint = stripe_setup.seed_local("http://127.0.0.1:8000")
+
+    assert endpoint.enabled_events == list(WEBHOOK_EVENTS)
+    assert (endpoint.djstripe_uuid, endpoint.secret) == (old.djstripe_uuid, old.secret)

@@ -215,9 +215,62 @@ def test_the_cluster_unit_runs_the_launcher_with_a_grace_shorter_than_systemds_p
     assert grace < float(service["Service.TimeoutStopSec"])
 
 
+def exec_start(name: str) -> list[str]:
+    """A unit's ExecStart as systemd splits it: backslash-newline continues the line, quotes group
+    words, `%%` is a literal `%` (checked against `systemd-analyze verify`'s "Command Line")."""
+    import shlex
+
+    return shlex.split(unit(name)["Service.ExecStart"].replace("\\\n", " ").replace("%%", "%"))
+
+
+def documented_gunicorn() -> list[str]:
+    """The gunicorn command of docs/deploy.md §7, as a shell would split it."""
+    import re
+    import shlex
+
+    section = (ROOT / "docs" / "deploy.md").read_text().split("## 7. Web")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```sh\n(gunicorn .*?)```", section, re.S)
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def options(command: list[str]) -> dict[str, str | None]:
+    """`--flag value` / `--flag` pairs of a command line (every value here is one word)."""
+    found: dict[str, str | None] = {}
+    for word, following in zip(command, [*command[1:], None], strict=True):
+        if word.startswith("--"):
+            found[word] = None if following is None or following.startswith("--") else following
+    return found
+
+
 def test_the_web_unit_serves_the_wsgi_app_with_gunicorn():
-    command = unit("paidup-web.service")["Service.ExecStart"].split()
+    command = exec_start("paidup-web.service")
     assert command[0].endswith("/gunicorn") and command[1] == "config.wsgi"
+
+
+def test_the_web_unit_runs_gunicorn_with_the_flags_the_deploy_guide_gives():
+    documented, unit_command = documented_gunicorn(), exec_start("paidup-web.service")
+
+    assert documented[:2] == ["gunicorn", "config.wsgi"]
+    # What the guide says, and the unit's one addition: its stop lets requests in flight finish.
+    assert options(unit_command) == {**options(documented), "--graceful-timeout": "30"}
+    for flag in ("--no-control-socket", "--forwarded-allow-ips", "--access-logfile"):
+        assert flag in unit_command
+    assert options(unit_command)["--access-logformat"].startswith('%({x-forwarded-for}i)s "%(r)s"')
+    # The log folder the flags write to is created for the service's user.
+    assert unit("paidup-web.service")["Service.LogsDirectory"] == "paidup"
+
+
+@pytest.mark.parametrize(
+    "path", ["deploy/systemd/paidup-web.service", "deploy/systemd/paidup-qcluster.service", "Procfile.dev"]
+)
+def test_the_docs_that_supervision_files_cite_exist(path):
+    import re
+
+    text = (ROOT / path).read_text()
+    cited = re.findall(r"(docs/[\w.-]+\.md)", text)
+    assert all((ROOT / doc).exists() for doc in cited), cited
+    for title in re.findall(r'"((?:Stopping|Supervision)[^"]*)"', text.replace("\n# ", " ")):
+        assert title in (ROOT / "docs" / "deploy.md").read_text()
 
 
 def test_the_health_check_runs_every_minute_without_anyone_polling():
