@@ -123,12 +123,12 @@ def record_payment(order: Order, payment_intent, *, via: str, actor: str | None 
     order.stripe_payment_intent_id = payment_intent["id"]
     order.stripe_payment_status = payment_intent["status"]
     order.charged_at = order.charged_at or charge_time(payment_intent, charged_at)
-    order.save(update_fields=["stripe_payment_intent_id", "stripe_payment_status", "charged_at", "updated_at"])
     order.transition(
         Order.State.PAID,
         actor=actor_for(via, actor),
         message=f"Stripe confirmed the payment of {order.price} ({payment_intent['id']}).",
         data={"payment_intent": payment_intent["id"], "via": via},
+        also=("stripe_payment_intent_id", "stripe_payment_status", "charged_at"),
     )
     return order
 
