@@ -95,12 +95,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=int, default=1800, help="bound on the whole run, seconds")
     p.add_argument("--request-timeout", type=float, default=30.0)
     p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=120.0,
+        help="seconds gunicorn may take to answer (longer on a busy machine)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=int,
         default=300,
         help="before each variant, wait up to this many seconds for other processes to use under 0.2 cores",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--site-port", type=int, help="port for gunicorn (default: any free one)")
+    p.add_argument("--stripe-port", type=int, help="port for localstripe (default: any free one)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument(
         "--py-spy",
@@ -153,7 +161,7 @@ def run_variant(v: Variant, args, procs: Processes, env: dict, port: int, endpoi
         app="config.wsgi:application",
         graceful_timeout=5,
     )
-    wait_for_http(port, path, server)
+    wait_for_http(port, path, server, timeout=args.start_timeout)
     time.sleep(2)  # let every worker finish importing Django before the backlog arrives
     meter = meter_for(server.pid)
     wait_for_quiet(meter, args.quiet_wait)
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if load > 0.5:
             log(f"the machine is busy (load {load:.1f}): other work skews the numbers; see the CPU lines")
         run.create_database()
-        site_port, stripe_port = free_port(), free_port()
+        site_port, stripe_port = args.site_port or free_port(), args.stripe_port or free_port()
         env = server_env(args, run.db_url, site_port, stripe_port)
         migrate = start_migrate(procs, ROOT, env, workdir / "migrate.log")
         localstripe = start_localstripe(procs, ROOT, env, stripe_port, workdir)

@@ -48,8 +48,10 @@ def customer_for_update(email: str) -> User:
     """The customer's `User` for `email` (created if new), locked (`select_for_update`) until
     the caller's transaction ends: the lock that chains two fulfilments for one customer.
     Call inside `transaction.atomic()`."""
-    user, _ = User.objects.get_or_create(email=normalize_email(email))
-    return User.objects.select_for_update().get(pk=user.pk)
+    # One locking read finds an existing customer (a new one is inserted, and so held, by this
+    # transaction); a concurrent insert of the same email makes get_or_create read it again,
+    # under the lock, once the other transaction ends.
+    return User.objects.select_for_update().get_or_create(email=normalize_email(email))[0]
 
 
 def period_for(user: User, duration_days: int, now: datetime | None = None) -> tuple[datetime, datetime]:

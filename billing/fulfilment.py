@@ -123,12 +123,12 @@ def record_payment(order: Order, payment_intent, *, via: str, actor: str | None 
     order.stripe_payment_intent_id = payment_intent["id"]
     order.stripe_payment_status = payment_intent["status"]
     order.charged_at = order.charged_at or charge_time(payment_intent, charged_at)
-    order.save(update_fields=["stripe_payment_intent_id", "stripe_payment_status", "charged_at", "updated_at"])
     order.transition(
         Order.State.PAID,
         actor=actor_for(via, actor),
         message=f"Stripe confirmed the payment of {order.price} ({payment_intent['id']}).",
         data={"payment_intent": payment_intent["id"], "via": via},
+        also=("stripe_payment_intent_id", "stripe_payment_status", "charged_at"),
     )
     return order
 
@@ -144,7 +144,6 @@ def is_late(order: Order, now: datetime | None = None) -> tuple[bool, int | None
     return waited > settings.LATE_FULFILMENT_SECONDS, waited
 
 
-# size: one transaction read top to bottom (lock, payment, user, subscription, email): the lock's reach shows.
 def fulfil(order: Order, *, via: str, payment_intent=None, actor: str | None = None, charged_at=None) -> FulfilResult:
     """Make a paid order fulfilled: user, subscription, access email. Idempotent.
 
@@ -160,63 +159,77 @@ def fulfil(order: Order, *, via: str, payment_intent=None, actor: str | None = N
     """
     via = Order.Via(via)
     with transaction.atomic():
-        # of=("self",): lock the order, not the plan joined to it (PostgreSQL's FOR UPDATE locks
-        # every joined row), so fulfilments of different customers never wait for each other.
-        order = Order.objects.select_for_update(of=("self",)).select_related("plan").get(pk=order.pk)
-        if order.state == Order.State.FULFILLED:
-            return FulfilResult(order, fulfilled_now=False)
-        if order.state == Order.State.PENDING and payment_intent is not None:
-            record_payment(order, payment_intent, via=via, actor=actor, charged_at=charged_at)
-        elif order.charged_at is None and order.state == Order.State.PAID:
-            # Paid before anyone knew Stripe's charge time (or by a path that had none). The
-            # charge cannot have come after we recorded the payment: never later than paid_at.
-            moment = charge_time(payment_intent, charged_at) if payment_intent is not None else _moment(charged_at)
-            if moment is not None:
-                order.charged_at = min(moment, order.paid_at) if order.paid_at else moment
-                order.save(update_fields=["charged_at", "updated_at"])
-        if order.state == Order.State.PAID and order.refunded_cents >= order.amount_cents:
-            # Stripe refunded all of it before any fulfilment got through (reconciliation
-            # records refunds even while fulfilment keeps failing): no access for money returned.
-            order.transition(
-                Order.State.REFUNDED,
-                actor=actor_for(via, actor),
-                message="Refunded in full before it could be fulfilled; no access was given.",
-                data={"via": via},
-            )
-            return FulfilResult(order, fulfilled_now=False)
-        if order.state != Order.State.PAID:
-            raise NotFulfillable(f"{order.reference} is {order.state}, not paid")
+        result = _fulfil_locked(
+            _locking().get(pk=order.pk), via=via, payment_intent=payment_intent, actor=actor, charged_at=charged_at
+        )
+    if result.fulfilled_now:
+        logger.info("order %s fulfilled via %s (%s email)", result.order.reference, via, result.email_kind)
+    return result
 
-        # The customer's row lock chains two fulfilments for one customer: a second year starts
-        # where the first ends (billing.access), never beside it.
-        user = access.customer_for_update(order.email)
-        now = timezone.now()
-        starts_at, ends_at = access.period_for(user, order.plan.duration_days, now)
-        Subscription.objects.create(order=order, user=user, starts_at=starts_at, ends_at=ends_at)
-        later = starts_at > now  # the customer's access already ran: this period comes after it
-        is_recovery, waited = is_late(order)
-        order.fulfilled_via = via
+
+def _locking():
+    # of=("self",): lock the order, not the plan joined to it (PostgreSQL's FOR UPDATE locks
+    # every joined row), so fulfilments of different customers never wait for each other.
+    return Order.objects.select_for_update(of=("self",)).select_related("plan")
+
+
+# size: one transaction read top to bottom (payment, user, subscription, email): the lock's reach shows.
+def _fulfil_locked(order: Order, *, via: str, payment_intent, actor: str | None, charged_at) -> FulfilResult:
+    """fulfil()'s work on `order`, freshly read under its row lock (`_locking()`) inside the
+    caller's transaction."""
+    if order.state == Order.State.FULFILLED:
+        return FulfilResult(order, fulfilled_now=False)
+    if order.state == Order.State.PENDING and payment_intent is not None:
+        record_payment(order, payment_intent, via=via, actor=actor, charged_at=charged_at)
+    elif order.charged_at is None and order.state == Order.State.PAID:
+        # Paid before anyone knew Stripe's charge time (or by a path that had none). The
+        # charge cannot have come after we recorded the payment: never later than paid_at.
+        moment = charge_time(payment_intent, charged_at) if payment_intent is not None else _moment(charged_at)
+        if moment is not None:
+            order.charged_at = min(moment, order.paid_at) if order.paid_at else moment
+            order.save(update_fields=["charged_at", "updated_at"])
+    if order.state == Order.State.PAID and order.refunded_cents >= order.amount_cents:
+        # Stripe refunded all of it before any fulfilment got through (reconciliation
+        # records refunds even while fulfilment keeps failing): no access for money returned.
         order.transition(
-            Order.State.FULFILLED,
+            Order.State.REFUNDED,
             actor=actor_for(via, actor),
-            message=f"Fulfilled via {via}"
-            + (f", {waited} s after the charge" if waited is not None else "")
-            + (" (late: recovery email)" if is_recovery else "")
-            + (f"; access added after the current access, {starts_at:%d %b %Y} to {ends_at:%d %b %Y}" if later else "")
-            + ".",
-            data={"via": via, "recovery": is_recovery, "waited_seconds": waited},
+            message="Refunded in full before it could be fulfilled; no access was given.",
+            data={"via": via},
         )
-        access.flag_double_purchase(order)
-        failpoint("fulfil_before_commit")
-        kind = OutboundEmail.Kind.RECOVERY if is_recovery else OutboundEmail.Kind.CONFIRMATION
-        send = emails.send_recovery if is_recovery else emails.send_confirmation
-        send(
-            order,
-            signin_url=signin_url(user),
-            subscription=getattr(order, "subscription", None),
-            order_url=order_links.order_url(order),
-        )
-    logger.info("order %s fulfilled via %s (%s email)", order.reference, via, kind)
+        return FulfilResult(order, fulfilled_now=False)
+    if order.state != Order.State.PAID:
+        raise NotFulfillable(f"{order.reference} is {order.state}, not paid")
+
+    # The customer's row lock chains two fulfilments for one customer: a second year starts
+    # where the first ends (billing.access), never beside it.
+    user = access.customer_for_update(order.email)
+    now = timezone.now()
+    starts_at, ends_at = access.period_for(user, order.plan.duration_days, now)
+    Subscription.objects.create(order=order, user=user, starts_at=starts_at, ends_at=ends_at)
+    later = starts_at > now  # the customer's access already ran: this period comes after it
+    is_recovery, waited = is_late(order)
+    order.fulfilled_via = via
+    order.transition(
+        Order.State.FULFILLED,
+        actor=actor_for(via, actor),
+        message=f"Fulfilled via {via}"
+        + (f", {waited} s after the charge" if waited is not None else "")
+        + (" (late: recovery email)" if is_recovery else "")
+        + (f"; access added after the current access, {starts_at:%d %b %Y} to {ends_at:%d %b %Y}" if later else "")
+        + ".",
+        data={"via": via, "recovery": is_recovery, "waited_seconds": waited},
+    )
+    access.flag_double_purchase(order)
+    failpoint("fulfil_before_commit")
+    kind = OutboundEmail.Kind.RECOVERY if is_recovery else OutboundEmail.Kind.CONFIRMATION
+    send = emails.send_recovery if is_recovery else emails.send_confirmation
+    send(
+        order,
+        signin_url=signin_url(user),
+        subscription=getattr(order, "subscription", None),
+        order_url=order_links.order_url(order),
+    )
     return FulfilResult(order, fulfilled_now=True, email_kind=kind)
 
 
@@ -232,13 +245,24 @@ def find_order(payment_intent) -> Order | None:
 def fulfil_from_payment_intent(payment_intent, *, via: str, charged_at=None) -> FulfilResult | None:
     """Fulfil the order a succeeded PaymentIntent pays for; `charged_at` as for `fulfil()`.
 
-    Returns None when no order matches (an unknown payment: reconciliation's job).
+    Returns None when no order matches (an unknown payment: reconciliation's job). The same
+    as `fulfil(find_order(payment_intent), …)`, with one query fewer: the order is found and
+    locked in one statement (by PaymentIntent id, else by the order id in its metadata).
     """
-    order = find_order(payment_intent)
-    if order is None:
-        logger.warning("succeeded PaymentIntent %s matches no order", payment_intent["id"])
-        return None
-    return fulfil(order, via=via, payment_intent=payment_intent, charged_at=charged_at)
+    via = Order.Via(via)
+    metadata = payment_intent.get("metadata") or {}
+    with transaction.atomic():
+        order = (
+            _locking().filter(stripe_payment_intent_id=payment_intent["id"]).first()
+            or _locking().filter(pk=_uuid_or_none(metadata.get("order_id"))).first()
+        )
+        if order is None:
+            logger.warning("succeeded PaymentIntent %s matches no order", payment_intent["id"])
+            return None
+        result = _fulfil_locked(order, via=via, payment_intent=payment_intent, actor=None, charged_at=charged_at)
+    if result.fulfilled_now:
+        logger.info("order %s fulfilled via %s (%s email)", order.reference, via, result.email_kind)
+    return result
 
 
 def _uuid_or_none(value) -> uuid.UUID | None:

@@ -117,7 +117,8 @@ def stripe_webhook(request, uuid):
     signature = request.headers.get("Stripe-Signature")
     if not signature:
         return HttpResponseBadRequest("missing Stripe-Signature")
-    endpoint = get_object_or_404(WebhookEndpoint, djstripe_uuid=uuid)
+    # The owner account comes in the same query: dj-stripe reads it for every trigger.
+    endpoint = get_object_or_404(WebhookEndpoint.objects.select_related("djstripe_owner_account"), djstripe_uuid=uuid)
     body = request.body
     if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
         return HttpResponsePayloadTooLarge("body too large")
