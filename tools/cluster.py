@@ -323,7 +323,13 @@ class Cluster:
     def _wait_ready(self, name: str, timeout: float = 120) -> None:
         process = self.processes[name]
         if name in WEB_NODES:
-            ready = lambda: self._answers(f"http://127.0.0.1:{self.ports[name]}/livez")  # noqa: E731
+            # Ready when it answers, and once the proxy runs, when the proxy sends it requests again.
+            ready = lambda: (
+                self._answers(f"http://127.0.0.1:{self.ports[name]}/livez")
+                and (  # noqa: E731
+                    not self._running("proxy") or self.proxy_states().get(name) == "UP"
+                )
+            )
         elif name in WORKER_NODES:
             ready = lambda: STARTED in self._new_log(name)  # noqa: E731
         else:
@@ -335,6 +341,9 @@ class Cluster:
             return ready()
 
         wait_until(check, timeout, f"{name} (log: {self.log(name)})")
+
+    def _running(self, name: str) -> bool:
+        return name in self.processes and self.processes[name].poll() is None
 
     def _new_log(self, name: str) -> bytes:
         with self.log(name).open("rb") as log:
