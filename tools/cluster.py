@@ -322,25 +322,23 @@ class Cluster:
 
     def _wait_ready(self, name: str, timeout: float = 120) -> None:
         process = self.processes[name]
-        if name in WEB_NODES:
-            # Ready when it answers, and once the proxy runs, when the proxy sends it requests again.
-            ready = lambda: (
-                self._answers(f"http://127.0.0.1:{self.ports[name]}/livez")
-                and (  # noqa: E731
-                    not self._running("proxy") or self.proxy_states().get(name) == "UP"
-                )
-            )
-        elif name in WORKER_NODES:
-            ready = lambda: STARTED in self._new_log(name)  # noqa: E731
-        else:
-            ready = lambda: self._answers(f"{self.site_url}/livez") and set(self.proxy_states().values()) == {"UP"}  # noqa: E731
 
         def check() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited {process.returncode}:\n{self._new_log(name)[-3000:].decode()}")
-            return ready()
+            return self._ready(name)
 
         wait_until(check, timeout, f"{name} (log: {self.log(name)})")
+
+    def _ready(self, name: str) -> bool:
+        if name in WEB_NODES:
+            # It answers, and once the proxy runs, the proxy sends it requests again.
+            return self._answers(f"http://127.0.0.1:{self.ports[name]}/livez") and (
+                not self._running("proxy") or self.proxy_states().get(name) == "UP"
+            )
+        if name in WORKER_NODES:
+            return STARTED in self._new_log(name)
+        return self._answers(f"{self.site_url}/livez") and set(self.proxy_states().values()) == {"UP"}
 
     def _running(self, name: str) -> bool:
         return name in self.processes and self.processes[name].poll() is None
