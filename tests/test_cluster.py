@@ -26,7 +26,7 @@ from tests.fixtures.localstripe import StripeSite
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from cluster import Cluster, tree  # noqa: E402
+from cluster import Cluster, totp, tree  # noqa: E402
 
 VISA = "4242424242424242"
 BASE_PORT = int(os.environ.get("CLUSTER_TEST_PORT", "8650"))
@@ -147,6 +147,17 @@ def test_the_committed_haproxy_config_is_valid(monkeypatch):
     del env["PAIDUP_WEB2"]  # a missing address is refused, not silently empty
     assert subprocess.run([haproxy, "-c", "-f", "deploy/haproxy/haproxy.cfg"], cwd=ROOT, env=env,
                           capture_output=True).returncode != 0  # fmt: skip
+
+
+def test_the_staff_code_is_rfc_6238_as_django_otp_checks_it():
+    from django_otp.oath import TOTP
+
+    key = "3132333435363738393031323334353637383930"  # RFC 6238's test key, "12345678901234567890"
+    assert totp(key, 59, digits=8) == "94287082"  # the RFC's own vector
+    for at in (1_111_111_109, 1_700_000_000, 2_000_000_000):
+        device = TOTP(bytes.fromhex(key), step=30, t0=0, digits=6)
+        device.time = at
+        assert totp(key, at) == f"{device.token():06d}"
 
 
 # --- the running topology ----------------------------------------------------------------
