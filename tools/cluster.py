@@ -215,14 +215,14 @@ class Cluster:
         self.redis.restart()
 
     def stop(self) -> None:
-        """Stop everything started (SIGTERM, then SIGKILL after 15 s); remove private data dirs."""
+        """Stop everything started (SIGTERM, then SIGKILL after 10 s); remove private data dirs."""
         running = {name: p for name, p in self.processes.items() if p.poll() is None}
         for process in running.values():
             try:
                 os.killpg(process.pid, signal.SIGTERM)  # gunicorn and run_qcluster stop cleanly on it
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 10
         for name, process in running.items():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -298,7 +298,7 @@ class Cluster:
             command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "config.wsgi"]
         elif name in WORKER_NODES:
             env = {"Q_WORKERS": "2"}
-            command = [sys.executable, "manage.py", "run_qcluster", "--grace", "10"]
+            command = [sys.executable, "manage.py", "run_qcluster", "--grace", "5"]
         elif name == "proxy":
             env = {
                 "PAIDUP_PROXY_BIND": f"127.0.0.1:{self.ports['proxy']}",
