@@ -360,7 +360,10 @@ def run(workdir: Path, base_port: int) -> None:
     """`make cluster`: start on the machine's PostgreSQL and Redis, print the addresses, wait for
     Ctrl-C (or SIGTERM), stop everything."""
     cluster = Cluster(workdir, base_port=base_port)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C even when started in the background (a shell then starts it with SIGINT ignored), and
+    # SIGTERM (a supervisor, `kill`) stop it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print(f"Starting PaidUp's topology (logs in {cluster.logs}) ...", flush=True)
         started = time.monotonic()
