@@ -158,6 +158,16 @@ def latencies(rec, kind: str) -> dict:
     }
 
 
+def errors_outside_windows(rec) -> dict[str, int]:
+    """5xx answers and failed connections per kind that overlapped no kill window: each one is
+    a failure the chaos does not explain (a bug, or an overloaded machine)."""
+    found: Counter = Counter()
+    for kind, outcome, s, e in rec.requests:
+        if outcome in ("5xx", "connection error") and not any(s < w1 and e > w0 for w0, w1 in rec.windows):
+            found[kind] += 1
+    return dict(sorted(found.items()))
+
+
 def report(run, check: dict, settled_in: float | None, load_before, load_after) -> dict:
     rec = run.rec
     by_kind: dict[str, dict[str, int]] = {}
@@ -177,6 +187,7 @@ def report(run, check: dict, settled_in: float | None, load_before, load_after) 
         "kills_total": sum(run.kills.values()),
         "restarts": run.restarts,
         "webhook_events_acknowledged": len(rec.acked),
+        "errors_outside_kill_windows": errors_outside_windows(rec),
         "settled": settled_in is not None,
         "settle_seconds": None if settled_in is None else round(settled_in, 1),
         "violations": check["violations"] if check["violations"] >= 0 else 1,
@@ -198,6 +209,7 @@ def print_report(r: dict) -> None:
     print(f"kills: {r['kills_total']} ({', '.join(f'{k} {n}' for k, n in r['kills'].items())})")
     print("restarts: " + (", ".join(f"{x['what']} at {x['at_s']} s" for x in r["restarts"]) or "none"))
     print(f"webhook events answered 2xx (acknowledged): {r['webhook_events_acknowledged']}")
+    print(f"5xx or failed connections outside kill windows: {r['errors_outside_kill_windows'] or 'none'}")
     print(f"settled: in {r['settle_seconds']} s" if r["settled"] else "settled: NO (timed out)")
     for name, lat in r["latency"].items():
         print(

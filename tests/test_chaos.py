@@ -1,0 +1,68 @@
+"""The short chaos run (bench/chaos.py --short) as CI's proof that the guarantees hold on the
+production topology while nodes die: 0 violations of I1–I7, kills that happened, and traffic of
+every kind that got through.
+
+It starts its own cluster (tools/cluster.py) with a private PostgreSQL and Redis, so it needs
+PostgreSQL's binaries, redis-server and haproxy: marked `postgres` so that it runs once, in CI's
+PostgreSQL run (and fails there rather than skip, REQUIRE_POSTGRES=1), never in the SQLite one.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def chaos_report(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("chaos")
+    report = folder / "report.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--json", str(report)]
+        + ["--workdir", str(folder / "cluster"), "--base-port", "8750"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if not report.exists():
+        pytest.fail(
+            f"the chaos run wrote no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
+    data = json.loads(report.read_text())
+    data["exit"], data["output"] = done.returncode, done.stdout[-6000:]
+    return data
+
+
+def succeeded(report: dict, kind: str, *outcomes: str) -> int:
+    return sum(n for outcome, n in report["journeys"].get(kind, {}).items() if outcome in outcomes)
+
+
+@pytest.mark.postgres
+def test_it_ends_with_no_violation_after_kills(chaos_report):
+    assert chaos_report["violations"] == 0, chaos_report["output"]
+    assert chaos_report["invariants"]["exit"] == 0, chaos_report["output"]
+    assert chaos_report["settled"], chaos_report["output"]
+    assert chaos_report["exit"] == 0, chaos_report["output"]
+
+
+@pytest.mark.postgres
+def test_it_really_killed_nodes_and_restarted_the_services(chaos_report):
+    assert chaos_report["kills_total"] >= 2, chaos_report["kills"]
+    assert {r["what"] for r in chaos_report["restarts"]} == {"PostgreSQL restart", "Redis restart"}
+
+
+@pytest.mark.postgres
+def test_every_kind_of_traffic_got_through(chaos_report):
+    report = chaos_report
+    assert succeeded(report, "checkout", "paid", "3-D Secure passed") >= 1, report["journeys"]
+    assert succeeded(report, "checkout", "declined", "3-D Secure failed") >= 1, report["journeys"]
+    assert report["webhook_events_acknowledged"] >= 1, report["requests"].get("webhook")
+    assert succeeded(report, "self-service", "received") >= 1, report["journeys"]
+    assert succeeded(report, "admin resend", "done") >= 1, report["journeys"]
+    refunds = ("refunded", "refunded after a fresh code")
+    assert succeeded(report, "admin partial refund", *refunds) + succeeded(report, "admin full refund", *refunds) >= 1
