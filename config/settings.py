@@ -354,6 +354,11 @@ Q_CLUSTER = {
     "orm": "default",
     "sync": env.bool("Q_SYNC", False),
     "poll": 0.5,
+    # Every q cluster runs the scheduler by default: django-q2 claims a due schedule row with
+    # SELECT ... FOR UPDATE and moves its next run in the same transaction, so two clusters on one
+    # PostgreSQL database queue it once (docs/deploy.md, 14; tests/test_cluster.py). 0 turns it off
+    # on a node, for an operator who wants one scheduler node anyway.
+    "scheduler": env.bool("Q_SCHEDULER", True),
 }
 Q_REDIS_URL = env.secret("Q_REDIS_URL", "")
 if Q_REDIS_URL:
@@ -375,7 +380,7 @@ if HTTPS:
 # http -> https by Django too (the proxy usually does it first). /healthz stays reachable on plain
 # http, so a monitor on the same machine can ask 127.0.0.1:8000/healthz without TLS.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", HTTPS)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
 # HSTS only over https, and short at first: one hour (raise it once https works everywhere; a year
 # and preloading are hard to undo, docs/deploy.md). Subdomains and preload only when asked.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 3600) if HTTPS else 0

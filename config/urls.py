@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from billing import views as billing_views
 from billing.email_webhooks import TrackingWebhook
-from billing.health_views import healthz
+from billing.health_views import healthz, livez
 from config.csp_report import csp_report
 from config.metrics import metrics_view
 from support.passkey_views import console_urls as sign_in_method_urls
@@ -12,6 +12,8 @@ from support.passkey_views import console_urls as sign_in_method_urls
 urlpatterns = [
     path("", billing_views.home, name="home"),
     path("healthz", healthz, name="healthz"),
+    # Liveness for the load balancer (no database): docs/deploy.md, 14.
+    path("livez", livez, name="livez"),
     path(settings.CSP_REPORT_PATH.strip("/") + "/", csp_report, name="csp_report"),
     # Prometheus; bearer token METRICS_TOKEN (docs/deploy.md, "Metrics").
     path("metrics", metrics_view, name="metrics"),
