@@ -141,7 +141,12 @@ class Run:
             else:
                 email = f"nobody-{self.tag}-{i}@example.org"
             client = Customer(self.site, self.rec, f"127.0.200.{2 + i % 250}")
-            self.rec.journey("self-service", client.self_service(email, rng.choice(["", "4242"])))
+            asked_at = datetime.now(UTC)
+            outcome = client.self_service(email, rng.choice(["", "4242"]))
+            self.rec.journey("self-service", outcome)
+            if outcome == "received":  # "we'll email you within a few minutes": a promise to check
+                with self.rec.lock:
+                    self.rec.promised.setdefault(email, asked_at)
 
         return body
 
@@ -260,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(args, cluster, site, staff_login)
         run.traffic()
         print(f"traffic done; {sum(run.kills.values())} kills; settling", flush=True)
-        settled_in = settle.wait(cluster, site.secret_key, started_at, args.settle_timeout)
+        settled_in = settle.wait(cluster, site.secret_key, started_at, args.settle_timeout, run.rec.promised)
         acked = workdir / "acknowledged.txt"
         acked.write_text("".join(f"{event_id}\n" for event_id in sorted(run.rec.acked)))
         check = settle.check_invariants(cluster, started_at, acked)
-        report = settle.report(run, check, settled_in, load_before, os.getloadavg())
+        lost = settle.unanswered_now(cluster, run.rec.promised)
+        report = settle.report(run, check, settled_in, load_before, os.getloadavg(), lost)
     finally:
         cluster.stop()
     settle.print_report(report)

@@ -69,9 +69,32 @@ def stripe_succeeded(stripe_base: str, secret_key: str, since: int) -> set[str]:
         after = data["data"][-1]["id"]
 
 
-def unsettled(cluster, secret_key: str, since: datetime) -> dict[str, int]:
+def unanswered(conn, promised: dict[str, datetime]) -> list[str]:
+    """The emails the self-service page promised an answer to ("within a few minutes we'll
+    email you") that got none: no email queued to them and no support case opened since."""
+    if not promised:
+        return []
+    answered = {
+        row[0]
+        for row in conn.execute(
+            "SELECT p.email FROM unnest(%s::text[], %s::timestamptz[]) AS p(email, asked_at) WHERE "
+            "EXISTS (SELECT 1 FROM billing_outboundemail e WHERE e.to = p.email AND e.created_at >= p.asked_at) "
+            "OR EXISTS (SELECT 1 FROM support_supportcase c WHERE c.email = p.email AND c.created_at >= p.asked_at)",
+            (list(promised), list(promised.values())),
+        )
+    }
+    return sorted(set(promised) - answered)
+
+
+def unanswered_now(cluster, promised: dict[str, datetime]) -> list[str]:
+    with psycopg.connect(cluster.database_url, connect_timeout=10) as conn:
+        return unanswered(conn, promised)
+
+
+def unsettled(cluster, secret_key: str, since: datetime, promised: dict[str, datetime]) -> dict[str, int]:
     """What is still in progress: paid-not-fulfilled orders, succeeded payments without a
-    fulfilled or refunded order, emails waiting in the outbox (since `since`)."""
+    fulfilled or refunded order, emails waiting in the outbox (since `since`), self-service
+    requests not answered yet."""
     succeeded = stripe_succeeded(cluster.stripe_base, secret_key, int(since.timestamp()))
     with psycopg.connect(cluster.database_url, connect_timeout=10) as conn:
         paid = conn.execute(
@@ -90,16 +113,22 @@ def unsettled(cluster, secret_key: str, since: datetime) -> dict[str, int]:
             "AND status IN ('queued', 'sending', 'retry')",
             (since,),
         ).fetchone()[0]
-    return {"paid not fulfilled": paid, "succeeded without access": len(succeeded - done), "emails waiting": waiting}
+        asked = len(unanswered(conn, promised))
+    return {
+        "paid not fulfilled": paid,
+        "succeeded without access": len(succeeded - done),
+        "emails waiting": waiting,
+        "self-service unanswered": asked,
+    }
 
 
-def wait(cluster, secret_key: str, since: datetime, timeout: float) -> float | None:
+def wait(cluster, secret_key: str, since: datetime, timeout: float, promised: dict) -> float | None:
     """Seconds until nothing is in progress (polled every 2 s), or None after `timeout`."""
     start = time.monotonic()
     last = None
     while time.monotonic() - start < timeout:
         try:
-            state = unsettled(cluster, secret_key, since)
+            state = unsettled(cluster, secret_key, since, promised)
         except (psycopg.Error, requests.RequestException) as error:
             state = {"unreadable": str(error)[:200]}
         if state != last:
@@ -168,7 +197,9 @@ def errors_outside_windows(rec) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
-def report(run, check: dict, settled_in: float | None, load_before, load_after) -> dict:
+def report(run, check: dict, settled_in: float | None, load_before, load_after, lost: list[str]) -> dict:
+    """The run's report as a dict (JSON-able). `violations` counts check_invariants' violations
+    and the self-service requests that were promised an answer and got none (`lost`)."""
     rec = run.rec
     by_kind: dict[str, dict[str, int]] = {}
     for (kind, outcome), n in sorted(Counter((k, o) for k, o, _, _ in rec.requests).items()):
@@ -190,7 +221,9 @@ def report(run, check: dict, settled_in: float | None, load_before, load_after) 
         "errors_outside_kill_windows": errors_outside_windows(rec),
         "settled": settled_in is not None,
         "settle_seconds": None if settled_in is None else round(settled_in, 1),
-        "violations": check["violations"] if check["violations"] >= 0 else 1,
+        "violations": (check["violations"] if check["violations"] >= 0 else 1) + len(lost),
+        "self_service_promised": len(rec.promised),
+        "self_service_unanswered": lost,
         "invariants": check,
         "latency": {name: latencies(rec, kind) for name, kind in LATENCY_KINDS.items()},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
@@ -220,4 +253,8 @@ def print_report(r: dict) -> None:
     print(f"check_invariants (exit {r['invariants']['exit']}): {r['invariants']['summary']}")
     for line in r["invariants"]["lines"]:
         print(f"  {line}")
+    print(
+        f"self-service requests promised an answer: {r['self_service_promised']}, "
+        f"never answered: {len(r['self_service_unanswered'])} {r['self_service_unanswered'][:10]}"
+    )
     print(f"violations: {r['violations']}")

@@ -52,6 +52,7 @@ class Recorder:
     windows: list = field(default_factory=list)
     paid_emails: list = field(default_factory=list)
     acked: set = field(default_factory=set)
+    promised: dict = field(default_factory=dict)  # email -> when the self-service page said "we're on it"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, kind: str, outcome: str, start: float, end: float) -> None:
