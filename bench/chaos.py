@@ -52,8 +52,9 @@ from bench.chaos_traffic import DECLINES, PAYS, THREE_DS, Customer, Recorder, Re
 # Settings for the run (through the Cluster's extra_env): reconciliation picks up a stuck order
 # after 10 s instead of 60 (it still runs once a minute, the schedule's floor), and a refund
 # asks for a fresh code when the last one is older than 30 s, so that the console's
-# "confirm it's you" step is exercised in a short run.
-RUN_ENV = {"RECONCILE_GRACE_SECONDS": "10", "REFUND_REVERIFY_WINDOW_SECONDS": "30"}
+# "confirm it's you" step is exercised in a short run; a self-service check the broker lost is
+# queued again after 20 s instead of 120.
+RUN_ENV = {"RECONCILE_GRACE_SECONDS": "10", "REFUND_REVERIFY_WINDOW_SECONDS": "30", "SELF_SERVICE_RETRY_SECONDS": "20"}
 CARDS = [(PAYS, 0.5), (DECLINES, 0.2), (THREE_DS, 0.3)]
 
 

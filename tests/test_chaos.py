@@ -27,7 +27,7 @@ def chaos_report(tmp_path_factory) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=840,  # under pytest's 900 s; a loaded machine migrates the fresh database slowly
     )
     if not report.exists():
         pytest.fail(
