@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-port", type=int, default=8700)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", help="write the report here as JSON")
-    parser.add_argument("--workdir", help="keep the cluster's files here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", help="the cluster's files (default: a new folder in /tmp); `postgres` must reach it"
+    )
     args = parser.parse_args(argv)
     if args.short:
         args.seconds, args.kill_every, args.settle_timeout = 45, 3, 150
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="paidup-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)  # the private PostgreSQL runs as `postgres` and logs in here
     print(f"chaos run: seed {args.seed}, {args.seconds:.0f} s of traffic, a kill every {args.kill_every} s")
     print(f"cluster files in {workdir}")
     cluster = Cluster(workdir, base_port=args.base_port, private_services=True, extra_env=settle.env_for(RUN_ENV))

@@ -8,8 +8,10 @@ PostgreSQL run (and fails there rather than skip, REQUIRE_POSTGRES=1), never in 
 """
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,20 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def chaos_report(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("chaos")
-    report = folder / "report.json"
+    report = tmp_path_factory.mktemp("chaos") / "report.json"
+    # Not under pytest's temporary root (mode 0700): the private PostgreSQL runs as `postgres`
+    # and writes its log in the cluster's folder.
+    workdir = Path(tempfile.mkdtemp(prefix="paidup-chaos-test-"))
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--json", str(report)]
-        + ["--workdir", str(folder / "cluster"), "--base-port", "8750"],
+        + ["--workdir", str(workdir), "--base-port", "8750"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=840,  # under pytest's 900 s; a loaded machine migrates the fresh database slowly
     )
     if not report.exists():
-        pytest.fail(
-            f"the chaos run wrote no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-        )
+        output = f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        pytest.fail(f"the chaos run wrote no report (exit {done.returncode}; files in {workdir}):\n{output}")
+    if done.returncode == 0:
+        shutil.rmtree(workdir, ignore_errors=True)  # kept when it failed: the nodes' logs are there
     data = json.loads(report.read_text())
     data["exit"], data["output"] = done.returncode, done.stdout[-6000:]
     return data
