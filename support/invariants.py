@@ -324,9 +324,7 @@ def check_outbox(window: Window) -> list[Violation]:
     waiting = OutboundEmail.objects.filter(created_at__gte=window.since).exclude(
         status__in=(OutboundEmail.Status.SENT, OutboundEmail.Status.FAILED)
     )
-    # A row left "sending" by a worker that died is the sweep's only after STALE_SENDING (the
-    # outbox's own takeover rule: a slow send must not be doubled): stuck only past that. The
-    # chaos run's --grace 0 flagged one a killed worker had claimed a minute before.
+    # "sending" left by a dead worker is the sweep's only after STALE_SENDING (the outbox's rule).
     due = Q(next_attempt_at__lt=window.settled_before) & ~Q(status=OutboundEmail.Status.SENDING)
     stale = Q(status=OutboundEmail.Status.SENDING, next_attempt_at__lt=window.settled_before - STALE_SENDING)
     stuck = waiting.filter(Q(attempts__gte=settings.EMAIL_MAX_ATTEMPTS) | due | stale)
