@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 AXE := tests/a11y/node_modules/axe-core/axe.min.js
 
-.PHONY: install run test lint chromium axe bench clean
+.PHONY: install run test lint chromium axe bench clean haproxy cluster
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(STAMP)
 # Debian's Chromium for the browser test (Playwright cannot download its own here).
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's haproxy for `make cluster` (the proxy in front of the two web nodes).
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy >/dev/null; }
 
 # axe-core for the accessibility audit (tests/test_a11y.py), pinned by tests/a11y/package-lock.json:
 # `npm ci` installs exactly that from the npm registry (Debian's npm if node has none).
@@ -47,6 +51,12 @@ run: install
 	@echo ""
 	WEB_PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) SITE_URL=http://127.0.0.1:$(PORT) \
 		STRIPE_API_BASE=http://127.0.0.1:$(LOCALSTRIPE_PORT) $(BIN)/honcho -f Procfile.dev -e dev.env start
+
+# The production topology on this machine (docs/deploy.md, "14. More than one node"): haproxy, two
+# gunicorn web nodes, two q clusters on Redis, this machine's PostgreSQL (database paidup_cluster)
+# and Redis (db 1), both started if down. Foreground until Ctrl-C; CLUSTER_PORT moves it (default 8600).
+cluster: install haproxy
+	$(BIN)/python tools/cluster.py run
 
 test: install chromium axe
 	$(BIN)/pytest

@@ -118,3 +118,20 @@ def test_a_site_taking_orders_with_no_reconciliation_ever_alerts(client, plan):
     Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     assert client.get("/healthz").status_code == 503
     assert Alert.objects.get().reason == "stale_heartbeat"
+
+
+def test_livez_answers_ok_while_healthz_reports_a_stale_reconciliation(client, django_assert_num_queries):
+    """The load balancer's check (docs/deploy.md, 14): a stale heartbeat is every node's problem
+    and must not take the nodes out of rotation; /livez reads nothing, the database included."""
+    heartbeat(seconds_ago=3600)
+    assert client.get("/healthz").status_code == 503
+    with django_assert_num_queries(0):
+        response = client.get("/livez")
+    assert (response.status_code, response.content) == (200, b"ok\n")
+    assert response["Cache-Control"].startswith("max-age=0")
+    assert client.head("/livez").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_livez_refuses_anything_but_get_and_head(client, method):
+    assert getattr(client, method)("/livez").status_code == 405

@@ -215,14 +215,14 @@ class Cluster:
         self.redis.restart()
 
     def stop(self) -> None:
-        """Stop everything started (SIGTERM, then SIGKILL after 15 s); remove private data dirs."""
+        """Stop everything started (SIGTERM, then SIGKILL after 10 s); remove private data dirs."""
         running = {name: p for name, p in self.processes.items() if p.poll() is None}
         for process in running.values():
             try:
                 os.killpg(process.pid, signal.SIGTERM)  # gunicorn and run_qcluster stop cleanly on it
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 10
         for name, process in running.items():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -298,7 +298,7 @@ class Cluster:
             command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "config.wsgi"]
         elif name in WORKER_NODES:
             env = {"Q_WORKERS": "2"}
-            command = [sys.executable, "manage.py", "run_qcluster", "--grace", "10"]
+            command = [sys.executable, "manage.py", "run_qcluster", "--grace", "5"]
         elif name == "proxy":
             env = {
                 "PAIDUP_PROXY_BIND": f"127.0.0.1:{self.ports['proxy']}",
@@ -322,19 +322,26 @@ class Cluster:
 
     def _wait_ready(self, name: str, timeout: float = 120) -> None:
         process = self.processes[name]
-        if name in WEB_NODES:
-            ready = lambda: self._answers(f"http://127.0.0.1:{self.ports[name]}/livez")  # noqa: E731
-        elif name in WORKER_NODES:
-            ready = lambda: STARTED in self._new_log(name)  # noqa: E731
-        else:
-            ready = lambda: self._answers(f"{self.site_url}/livez") and set(self.proxy_states().values()) == {"UP"}  # noqa: E731
 
         def check() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited {process.returncode}:\n{self._new_log(name)[-3000:].decode()}")
-            return ready()
+            return self._ready(name)
 
         wait_until(check, timeout, f"{name} (log: {self.log(name)})")
+
+    def _ready(self, name: str) -> bool:
+        if name in WEB_NODES:
+            # It answers, and once the proxy runs, the proxy sends it requests again.
+            return self._answers(f"http://127.0.0.1:{self.ports[name]}/livez") and (
+                not self._running("proxy") or self.proxy_states().get(name) == "UP"
+            )
+        if name in WORKER_NODES:
+            return STARTED in self._new_log(name)
+        return self._answers(f"{self.site_url}/livez") and set(self.proxy_states().values()) == {"UP"}
+
+    def _running(self, name: str) -> bool:
+        return name in self.processes and self.processes[name].poll() is None
 
     def _new_log(self, name: str) -> bytes:
         with self.log(name).open("rb") as log:
@@ -353,7 +360,10 @@ def run(workdir: Path, base_port: int) -> None:
     """`make cluster`: start on the machine's PostgreSQL and Redis, print the addresses, wait for
     Ctrl-C (or SIGTERM), stop everything."""
     cluster = Cluster(workdir, base_port=base_port)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C even when started in the background (a shell then starts it with SIGINT ignored), and
+    # SIGTERM (a supervisor, `kill`) stop it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print(f"Starting PaidUp's topology (logs in {cluster.logs}) ...", flush=True)
         started = time.monotonic()
