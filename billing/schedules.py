@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 RECONCILE = "reconcile"
 SEND_EMAILS = "send due emails"
+# The self-service page's kept requests, queued again when the broker lost them (support/selfservice_retry.py).
+SELF_SERVICE = "self-service retries"
 
 
 def reconcile_interval_minutes() -> int:
@@ -36,6 +38,7 @@ def wanted() -> dict[str, dict]:
     return {
         RECONCILE: {"func": "billing.tasks.reconcile", "minutes": reconcile_interval_minutes(), **every},
         SEND_EMAILS: {"func": "outbox.sending.send_due_emails", "minutes": 1, **every},
+        SELF_SERVICE: {"func": "support.selfservice_retry.sweep", "minutes": 1, **every},
     }
 
 

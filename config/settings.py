@@ -250,6 +250,9 @@ DISPUTE_FEE_CENTS = env.int("DISPUTE_FEE_CENTS", 1500)
 # --- Support (support/selfservice.py) -----------------------------------------------
 # What the "charged but no access?" page and the case email promise: a person replies within this.
 SUPPORT_REPLY_HOURS = env.int("SUPPORT_REPLY_HOURS", 24)
+# A self-service request whose check has not answered this long after it was queued is queued
+# again (support.selfservice.sweep, every minute): the broker lost it, or the task failed.
+SELF_SERVICE_RETRY_SECONDS = env.int("SELF_SERVICE_RETRY_SECONDS", 120)
 # Reverse proxies in front of the site that append to X-Forwarded-For (0: none, use the
 # connection's address). Rate limits per client address read the address this many from the end.
 NUM_PROXIES = env.int("NUM_PROXIES", 0)

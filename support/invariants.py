@@ -30,6 +30,7 @@ from djstripe.models import Event, WebhookEventTrigger
 
 from billing.models import Order, OrderEvent, OutboundEmail, Refund
 from billing.models.orders import format_money
+from outbox.sending import STALE_SENDING
 
 from .models import RefundRequest
 from .stripe_view import StripeView, read_stripe
@@ -320,11 +321,15 @@ def _admin_log(order_ids: list) -> set[tuple]:
 
 def check_outbox(window: Window) -> list[Violation]:
     """Every queued email is sent, or failed after its attempts: one still waiting with its
-    attempts spent, or whose next attempt was due before `window.settled_before`, is stuck."""
+    attempts spent, or whose next attempt was due before `window.settled_before` (for one being
+    sent: claimed longer than the outbox's STALE_SENDING before it), is stuck."""
     waiting = OutboundEmail.objects.filter(created_at__gte=window.since).exclude(
         status__in=(OutboundEmail.Status.SENT, OutboundEmail.Status.FAILED)
     )
-    stuck = waiting.filter(Q(attempts__gte=settings.EMAIL_MAX_ATTEMPTS) | Q(next_attempt_at__lt=window.settled_before))
+    # "sending" left by a dead worker is the sweep's only after STALE_SENDING (the outbox's rule).
+    due = Q(next_attempt_at__lt=window.settled_before) & ~Q(status=OutboundEmail.Status.SENDING)
+    stale = Q(status=OutboundEmail.Status.SENDING, next_attempt_at__lt=window.settled_before - STALE_SENDING)
+    stuck = waiting.filter(Q(attempts__gte=settings.EMAIL_MAX_ATTEMPTS) | due | stale)
     return [
         Violation(
             "outbox",

@@ -116,3 +116,26 @@ class StaffEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.email or 'unknown'} at {self.at:%Y-%m-%d %H:%M} UTC"
+
+
+class SelfServiceRequest(models.Model):
+    """A "charged but no access?" request the page accepted, kept until the check has answered it.
+
+    The page promises an email within minutes; the q broker alone cannot keep that promise: a
+    Redis restart drops what is queued, and a task that fails (a database restart under it) is
+    not run again. This row is written before the task is queued and deleted once the customer
+    has their answer (so the email typed is not kept), and `support.selfservice.sweep` queues
+    again a request left unanswered (found by the chaos run, bench/chaos.py).
+    """
+
+    email = models.EmailField()  # in the normal form (accounts.addresses)
+    typed = models.CharField(max_length=254, blank=True)  # as typed, for Stripe's case-sensitive search
+    card_last4 = models.CharField(max_length=4, blank=True)
+    paid_on = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # When the check was last handed to the q broker, and how many times.
+    queued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"self-service request {self.pk} ({self.attempts} attempts)"

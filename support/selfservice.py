@@ -43,11 +43,12 @@ from outbox import emails
 
 from . import candidates
 from .diagnosis import diagnose
-from .models import ASKED_AGAIN, SupportCase
+from .models import ASKED_AGAIN, SelfServiceRequest, SupportCase
 
 logger = logging.getLogger(__name__)
 
-TASK = "support.selfservice.check"
+TASK = "support.selfservice.check"  # the check itself (tasks queued before 0016 call it directly)
+REQUEST_TASK = "support.selfservice_retry.check_request"  # a kept request's check
 ACTOR = "customer:self-service"
 # Per hour: enough for a person who mistyped twice, too few to probe a list of addresses.
 LIMITS = {"ip": 5, "email": 3}
@@ -89,19 +90,21 @@ client_address = billing_client.client_address
 
 
 def submit(email: str, card_last4: str = "", paid_on: date | None = None, typed: str = "") -> None:
-    """Queue the check: one insert into the q broker, whatever the email.
+    """Keep the request (one insert, whatever the email), then queue its check: the row is the
+    promise of an answer, the task may be lost (see SelfServiceRequest; `sweep` queues it again).
 
     `typed` is the address as the customer typed it, kept only for Stripe's case-sensitive
     customer search; everything else uses the normal form (accounts.addresses).
 
     If the queue is down, the customer still gets a person: a case is opened without looking
-    at any order (so the page's timing still says nothing).
+    at any order (so the page's timing still says nothing). Raises the database's error when
+    the request cannot be kept (the page then fails honestly instead of promising an email).
     """
+    row = SelfServiceRequest.objects.create(
+        email=email, card_last4=card_last4, paid_on=paid_on, typed=typed if typed and typed != email else ""
+    )
     try:
-        args = (email, card_last4, paid_on.isoformat() if paid_on else "")
-        if typed and typed != email:  # only when it adds something for Stripe's search
-            args += (typed,)
-        async_task(TASK, *args, task_name="selfservice-check")
+        async_task(REQUEST_TASK, row.pk, task_name="selfservice-check")
     except Exception as error:
         logger.exception("could not queue the self-service check")
         open_case(
@@ -109,6 +112,7 @@ def submit(email: str, card_last4: str = "", paid_on: date | None = None, typed:
             None,
             f"The automatic check could not be queued ({type(error).__name__}: {error}); nothing was checked.",
         )
+        SelfServiceRequest.objects.filter(pk=row.pk).delete()
 
 
 # --- the task -------------------------------------------------------------------------

@@ -233,6 +233,21 @@ def test_the_outbox_an_email_nobody_sent(world, stripe_api):
     assert violation.ref == f"email {email.pk}" and "retry after 6 attempts" in violation.found
 
 
+@pytest.mark.parametrize("claimed_minutes_ago, stuck", [(1, False), (11, True)])
+def test_the_outbox_an_email_whose_sender_died(world, stripe_api, claimed_minutes_ago, stuck):
+    """A worker killed mid-send leaves the row "sending"; the outbox takes it over after
+    STALE_SENDING (10 min). Before that it is in progress, not stuck (found by the chaos run)."""
+    email = OutboundEmail.objects.filter(order=world["hooked"]).first()
+    claimed = timezone.now() - timedelta(minutes=claimed_minutes_ago)
+    sending = OutboundEmail.Status.SENDING
+    OutboundEmail.objects.filter(pk=email.pk).update(status=sending, attempts=1, next_attempt_at=claimed)
+    report = check(stripe_api)
+    if stuck:
+        assert only(report, "outbox").ref == f"email {email.pk}"
+    else:
+        assert report.ok, [str(v) for v in report.violations]
+
+
 def test_the_window_leaves_out_older_orders(world, stripe_api):
     Order.objects.filter(pk=world["pending"].pk).update(state=Order.State.FAILED)
     later = window_for(timezone.now() + timedelta(seconds=1), grace_seconds=0)

@@ -20,7 +20,7 @@ from accounts.signin import user_for_token
 from billing import gateway
 from billing.models import Alert, Order, OrderEvent, OutboundEmail, RateLimit, Subscription
 from support import queue, selfservice
-from support.models import SupportCase
+from support.models import SelfServiceRequest, SupportCase
 from tests.factories import OrderFactory, stripe_paid_order
 from tests.fixtures.console import staff
 from tests.test_races import race, run_together
@@ -368,7 +368,8 @@ def test_the_page_does_the_same_work_whatever_is_found(client, fake_stripe, queu
         work[branch] = len(sql)
 
     assert len(set(work.values())) == 1, work
-    assert queued[0] == (selfservice.TASK, "customer0@example.com", "", "")
+    kept = SelfServiceRequest.objects.get(email="customer0@example.com")
+    assert queued[0] == (selfservice.REQUEST_TASK, kept.pk)
 
 
 # --- rate limits ----------------------------------------------------------------------
@@ -501,7 +502,9 @@ def test_it_accepts_the_last_four_digits_with_a_space_and_today(client, queued):
     response = client.post(URL, {"email": " ada@example.com ", "card_last4": "42 42", "paid_on": today.isoformat()})
 
     assert response.status_code == 200
-    assert queued == [(selfservice.TASK, "ada@example.com", "4242", today.isoformat())]
+    kept = SelfServiceRequest.objects.get()
+    assert queued == [(selfservice.REQUEST_TASK, kept.pk)]
+    assert (kept.email, kept.card_last4, kept.paid_on) == ("ada@example.com", "4242", today)
 
 
 def test_get_shows_the_form_and_changes_nothing(client, queued, fake_stripe):
