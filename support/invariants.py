@@ -14,6 +14,8 @@ proof on the way out, so it never trusts the rule it checks: it re-derives the a
 rows (timeline, refunds, emails, webhook triggers) and from Stripe's own objects.
 """
 
+# size: one checker per invariant, side by side so each reads against DESIGN.md's list; splitting
+# them would scatter one proof over several files.
 from __future__ import annotations
 
 from collections import Counter
