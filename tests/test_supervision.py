@@ -120,20 +120,6 @@ def test_it_stops_cleanly_within_seconds_when_its_whole_group_gets_sigterm(clust
     assert descendants_alive(processes) == [], "a cluster process outlived the stop"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_plain_qcluster_hangs_on_a_group_sigterm_which_is_why_the_launcher_exists(cluster_env, tmp_path):
-    """If this starts failing, django-q2 fixed its stop: run_qcluster may then go."""
-    log = tmp_path / "qcluster.log"
-    cluster = start_group(["qcluster"], cluster_env, log)
-    try:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        with pytest.raises(subprocess.TimeoutExpired):
-            cluster.wait(timeout=8)
-    finally:
-        kill_session(cluster.pid)
-        cluster.wait(timeout=10)
-
-
 def a_child(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
 
