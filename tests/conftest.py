@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.console",
     "tests.fixtures.tracking",
     "tests.fixtures.passkeys",
+    "tests.fixtures.migrations",
 ]
 
 

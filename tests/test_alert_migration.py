@@ -4,11 +4,12 @@ support/migrations/0009): the table and its rows stay, the permissions follow th
 import pytest
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from billing.models import Alert
 from tests.factories import OrderFactory
+from tests.fixtures.migrations import MIGRATION_TEST_TIMEOUT, latest
+
+pytestmark = pytest.mark.timeout(MIGRATION_TEST_TIMEOUT)
 
 BEFORE = [("support", "0008_outbox_stuck_alert"), ("billing", "0012_watchdog_email_kind")]
 # Just past the move. Every later migration is walked once, at the end: going to the latest and
@@ -16,20 +17,8 @@ BEFORE = [("support", "0008_outbox_stuck_alert"), ("billing", "0012_watchdog_ema
 AFTER = [("support", "0009_alert_moves_to_core"), ("billing", "0013_alert_moves_to_core")]
 
 
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    ContentType.objects.clear_cache()
-    return executor.loader.project_state(targets).apps
-
-
-def latest():
-    return MigrationExecutor(connection).loader.graph.leaf_nodes()
-
-
-@pytest.mark.django_db(transaction=True)  # migrations run their own transactions
-def test_it_keeps_every_alert_and_who_may_see_them_across_the_move():
+def test_it_keeps_every_alert_and_who_may_see_them_across_the_move(migrator):
+    migrate = migrator
     order = OrderFactory()  # the orders table is the same before and after: make it with today's model
     old_apps = migrate(BEFORE)
     OldAlert = old_apps.get_model("support", "Alert")

@@ -13,6 +13,9 @@ from django_q.models import Schedule
 from billing import schedules
 from billing.models import Order
 from outbox.models import OutboundEmail
+from tests.fixtures.migrations import MIGRATION_TEST_TIMEOUT
+
+pytestmark = pytest.mark.timeout(MIGRATION_TEST_TIMEOUT)
 
 BEFORE_THE_MOVE = ("billing", "0012_watchdog_email_kind")
 

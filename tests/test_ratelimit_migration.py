@@ -8,13 +8,15 @@ from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from billing.models import RateLimit
-from tests.test_alert_migration import latest, migrate
+from tests.fixtures.migrations import MIGRATION_TEST_TIMEOUT, latest
+
+pytestmark = pytest.mark.timeout(MIGRATION_TEST_TIMEOUT)
 
 BEFORE = [("support", "0009_alert_moves_to_core"), ("billing", "0015_outboundemail_moves_to_outbox")]
 
 
-@pytest.mark.django_db(transaction=True)  # migrations run their own transactions
-def test_it_keeps_every_count_across_the_move():
+def test_it_keeps_every_count_across_the_move(migrator):
+    migrate = migrator
     expires = timezone.now() + timedelta(minutes=30)
     old_apps = migrate(BEFORE)
     old_apps.get_model("support", "RateLimit").objects.create(key="ip:abc:1", hits=4, expires_at=expires)
