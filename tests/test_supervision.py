@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 
 from billing.management.commands.run_qcluster import Command
 from tests.fixtures.crash import database_url
+from tools.cluster import tree
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = b"running."  # django-q2 logs "Q Cluster <name> [paidup] running." once the sentinel guards
@@ -69,24 +70,6 @@ def descendants_alive(pids: list[int]) -> list[int]:
         if state != "Z":
             alive.append(pid)
     return alive
-
-
-def tree(root: int) -> list[int]:
-    """`root` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
 
 
 def kill_session(pid: int) -> None:
