@@ -137,7 +137,8 @@ def test_gunicorn_settings_come_from_the_environment(monkeypatch):
 
 def test_the_committed_haproxy_config_is_valid(monkeypatch):
     env = {**os.environ, "PAIDUP_PROXY_BIND": "127.0.0.1:8600", "PAIDUP_STATS_BIND": "127.0.0.1:8604",
-           "PAIDUP_WEB1": "127.0.0.1:8601", "PAIDUP_WEB2": "127.0.0.1:8602"}  # fmt: skip
+           "PAIDUP_WEB1": "127.0.0.1:8601", "PAIDUP_WEB2": "127.0.0.1:8602",
+           "PAIDUP_CHECK_HOST": "paidup.example"}  # fmt: skip
     haproxy = "/usr/sbin/haproxy"
     if not Path(haproxy).exists():
         pytest.skip("haproxy is not installed (make cluster installs it)")
@@ -158,6 +159,33 @@ def test_the_staff_code_is_rfc_6238_as_django_otp_checks_it():
         device = TOTP(bytes.fromhex(key), step=30, t0=0, digits=6)
         device.time = at
         assert totp(key, at) == f"{device.token():06d}"
+
+
+def test_the_code_tool_takes_the_key_as_an_authenticator_app_shows_it():
+    import base64
+
+    key = "3132333435363738393031323334353637383930"
+    shown = base64.b32encode(bytes.fromhex(key)).decode()  # what `make cluster` prints for an app
+    spaced = " ".join(shown[i : i + 4] for i in range(0, len(shown), 4)).lower()
+    assert totp(shown, 59, digits=8) == totp(spaced, 59, digits=8) == "94287082"
+    for bad in ("", "not a key!", "12345"):
+        with pytest.raises(ValueError, match="neither a hex nor a base32"):
+            totp(bad, 59)
+    refused = subprocess.run([sys.executable, "tools/cluster.py", "code", "not a key!"], cwd=ROOT,
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "neither a hex nor a base32" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_proxy_checks_liveness_with_a_host_the_site_allows(settings, client):
+    """haproxy's check carries PAIDUP_CHECK_HOST: with production's ALLOWED_HOSTS a check sent as
+    Host 127.0.0.1 gets 400 from every node, and haproxy would take them all out."""
+    config = (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    assert 'hdr Host "${PAIDUP_CHECK_HOST}"' in config
+    assert "on-marked-down shutdown-sessions" in config  # a hung node's requests do not wait a minute
+    settings.ALLOWED_HOSTS = ["paidup.example"]
+    assert client.get("/livez", HTTP_HOST="127.0.0.1").status_code == 400
+    assert client.get("/livez", HTTP_HOST="paidup.example").status_code == 200
 
 
 # --- the running topology ----------------------------------------------------------------

@@ -229,3 +229,26 @@ def test_the_return_page_fulfils_a_crashed_checkout_before_the_webhook_and_the_w
     assert order.fulfilled_via == Order.Via.RETURN
     assert_fulfilled_once(stripe_site, order)
     assert_webhook_changes_nothing(stripe_site, order)
+
+
+@pytest.mark.parametrize(
+    ("typed", "status"),
+    [
+        ("4242 4242 4242 4242", 200),  # as the README prints it, as a person types it
+        ("4242424242424242", 200),
+        ("4242 4242 4242 424", 400),  # fifteen digits: still refused
+        ("4242-4242-4242-4242", 400),  # only spaces are what the card field strips
+    ],
+)
+def test_the_fake_card_field_takes_a_number_typed_with_spaces(localstripe, settings, typed, status):
+    import requests
+
+    answer = requests.post(
+        f"{localstripe}/v1/tokens",
+        data={"key": settings.STRIPE_PUBLISHABLE_KEY, "card[number]": typed}
+        | {"card[exp_month]": "12", "card[exp_year]": "34", "card[cvc]": "123"},
+        timeout=10,
+    )
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert answer.json()["card"]["last4"] == "4242"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -57,10 +58,25 @@ TOTPDevice.objects.create(user=user, name="Authenticator app", key=os.environ["C
 """
 
 
+def key_bytes(key: str) -> bytes:
+    """A TOTP key as django-otp stores it (hex) or as an authenticator app shows it (base32,
+    spaces and case ignored). Raises ValueError for anything else."""
+    text = key.replace(" ", "").strip()
+    for decode in (bytes.fromhex, lambda s: base64.b32decode(s.upper() + "=" * (-len(s) % 8))):
+        try:
+            if value := decode(text):
+                return value
+        except (ValueError, binascii.Error):
+            continue
+    raise ValueError(f"{key!r} is neither a hex nor a base32 TOTP key")
+
+
 def totp(key_hex: str, at: float | None = None, step: int = 30, digits: int = 6) -> str:
-    """The RFC 6238 code for a hex key at time `at` (default now), as django-otp's TOTPDevice checks it."""
+    """The RFC 6238 code (6 digits, a string) for a key (hex, or base32 as an authenticator app
+    shows it) at time `at` (seconds since the epoch, default now), as django-otp's TOTPDevice
+    checks it. Raises ValueError for a key that is neither."""
     counter = int((time.time() if at is None else at) // step)
-    digest = hmac.new(bytes.fromhex(key_hex), struct.pack(">Q", counter), hashlib.sha1).digest()
+    digest = hmac.new(key_bytes(key_hex), struct.pack(">Q", counter), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
     value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
     return str(value % 10**digits).zfill(digits)
@@ -305,6 +321,7 @@ class Cluster:
                 "PAIDUP_STATS_BIND": f"127.0.0.1:{self.ports['stats']}",
                 "PAIDUP_WEB1": f"127.0.0.1:{self.ports['web1']}",
                 "PAIDUP_WEB2": f"127.0.0.1:{self.ports['web2']}",
+                "PAIDUP_CHECK_HOST": "127.0.0.1",  # one of ALLOWED_HOSTS (set above)
             }
             command = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(HAPROXY_CONFIG)]
         else:
@@ -404,13 +421,16 @@ def main() -> None:
     run_parser = sub.add_parser("run", help="run the topology in the foreground until Ctrl-C")
     run_parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "cluster")
     run_parser.add_argument("--base-port", type=int, default=int(os.environ.get("CLUSTER_PORT", "8600")))
-    code_parser = sub.add_parser("code", help="print the current code for a hex TOTP key")
+    code_parser = sub.add_parser("code", help="print the current code for a TOTP key (hex or base32)")
     code_parser.add_argument("key")
     args = parser.parse_args()
     if args.command == "run":
         run(args.workdir, args.base_port)
     else:
-        print(totp(args.key))
+        try:
+            print(totp(args.key))
+        except ValueError as error:
+            parser.exit(2, f"{error}\n")
 
 
 if __name__ == "__main__":

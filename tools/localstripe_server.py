@@ -61,6 +61,21 @@ def redirect_store(state_dir: Path) -> Path:
     return path
 
 
+def accept_typed_card_numbers() -> None:
+    """Let a card number typed with spaces ("4242 4242 4242 4242", as the README prints it) make a
+    token. Stripe's card Element accepts and strips them before anything reaches the API;
+    localstripe's fake Element sends the field as typed, and its Token refuses anything but 16
+    digits. Only spaces are stripped: a wrong number is refused as before."""
+    original = resources.Token.__init__
+
+    def __init__(self, card=None, customer=None, **kwargs):
+        if isinstance(card, dict) and isinstance(card.get("number"), str):
+            card = {**card, "number": card["number"].replace(" ", "")}
+        original(self, card=card, customer=customer, **kwargs)
+
+    resources.Token.__init__ = __init__  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run localstripe with its state in --state-dir.")
     parser.add_argument("--host", default=os.environ.get("LOCALSTRIPE_HOST", "127.0.0.1"))
@@ -71,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # "Running on" must reach a pipe now
     path = redirect_store(args.state_dir)
+    accept_typed_card_numbers()
     if not args.from_scratch:
         resources.store.try_load_from_disk()
 
