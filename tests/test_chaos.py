@@ -3,8 +3,9 @@ production topology while nodes die: 0 violations of I1–I7, kills that happene
 every kind that got through.
 
 It starts its own cluster (tools/cluster.py) with a private PostgreSQL and Redis, so it needs
-PostgreSQL's binaries, redis-server and haproxy: marked `postgres` so that it runs once, in CI's
-PostgreSQL run (and fails there rather than skip, REQUIRE_POSTGRES=1), never in the SQLite one.
+PostgreSQL's binaries, redis-server and haproxy: marked `postgres`, so a SQLite run skips it.
+`.ci/run` runs it once, on its own with REQUIRE_POSTGRES=1 (it fails rather than skip), after the
+SQLite suite: it reads nothing of the suite's database, and the PostgreSQL suite is CI's longer path.
 """
 
 import json
