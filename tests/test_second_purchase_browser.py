@@ -112,6 +112,10 @@ def test_keeping_a_domain_we_questioned_pays_with_it(site, page):
     fill_checkout(page, "bob@company.con", CARD_OK)
     page.click("#pay-button")  # pressed at once: the server asks the same question, nothing charged
     box = page.locator("#email-suggestion")
+    # Wait for the server's answer (Pay pressable again) before choosing: the page script may show
+    # the question while that first request is still on its way, and "Keep" pressed then lets that
+    # request pay (the same race test_browser_bounce.py waits out; CI met it on 2026-12-01).
+    expect(page.locator("#pay-button")).to_be_enabled()
     expect(box).to_contain_text("Did you mean bob@company.com?")
     assert not Order.objects.filter(email="bob@company.con").exists()
 
