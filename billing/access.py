@@ -48,17 +48,28 @@ def customer_for_update(email: str) -> User:
     """The customer's `User` for `email` (created if new), locked (`select_for_update`) until
     the caller's transaction ends: the lock that chains two fulfilments for one customer.
     Call inside `transaction.atomic()`."""
+    return lock_customer(email)[0]
+
+
+def lock_customer(email: str) -> tuple[User, bool]:
+    """`customer_for_update()`, and whether this transaction created the `User` (True: a new
+    customer, who has no access period yet). Call inside `transaction.atomic()`."""
     # One locking read finds an existing customer (a new one is inserted, and so held, by this
     # transaction); a concurrent insert of the same email makes get_or_create read it again,
     # under the lock, once the other transaction ends.
-    return User.objects.select_for_update().get_or_create(email=normalize_email(email))[0]
+    return User.objects.select_for_update().get_or_create(email=normalize_email(email))
 
 
-def period_for(user: User, duration_days: int, now: datetime | None = None) -> tuple[datetime, datetime]:
+def period_for(
+    user: User, duration_days: int, now: datetime | None = None, *, new_customer: bool = False
+) -> tuple[datetime, datetime]:
     """(starts_at, ends_at) of a new `duration_days` period for `user`: from the end of the
-    access they already have, else from `now`. The caller holds `customer_for_update()`'s lock."""
+    access they already have, else from `now`. The caller holds `customer_for_update()`'s lock.
+    `new_customer=True` (the caller's transaction just created `user`, `lock_customer()`) skips
+    the query: a `User` row inserted by this transaction has no `Subscription` yet."""
     now = now or timezone.now()
-    starts_at = max(access_until(user.email, now) or now, now)
+    until = None if new_customer else access_until(user.email, now)
+    starts_at = max(until or now, now)
     return starts_at, starts_at + timedelta(days=duration_days)
 
 
@@ -128,14 +139,22 @@ def flag_double_purchase(order: Order) -> list[Alert]:
     alerts raised now."""
     if not order.email or order.paid_at is None:
         return []
-    others = Order.objects.filter(
-        email=order.email,
-        state__in=[Order.State.PAID, Order.State.FULFILLED],
-        paid_at__gte=order.paid_at - DOUBLE_PURCHASE_WINDOW,
-        paid_at__lte=order.paid_at + DOUBLE_PURCHASE_WINDOW,
-    ).exclude(pk=order.pk)
+    # Ids first: this runs on every fulfilment and almost always finds nothing, and a one-column
+    # query costs the webhook a fraction of a whole-row one (docs/benchmarks.md, "Cheaper webhooks").
+    others = list(
+        Order.objects.filter(
+            email=order.email,
+            state__in=[Order.State.PAID, Order.State.FULFILLED],
+            paid_at__gte=order.paid_at - DOUBLE_PURCHASE_WINDOW,
+            paid_at__lte=order.paid_at + DOUBLE_PURCHASE_WINDOW,
+        )
+        .exclude(pk=order.pk)
+        .values_list("pk", flat=True)
+    )
+    if not others:
+        return []
     raised = []
-    for other in others:
+    for other in Order.objects.filter(pk__in=others):
         order_is_later = (order.paid_at, order.created_at) >= (other.paid_at, other.created_at)
         later, earlier = (order, other) if order_is_later else (other, order)
         if Alert.objects.filter(reason=Alert.Reason.DOUBLE_PURCHASE, order=later).exists():

@@ -203,9 +203,9 @@ def _fulfil_locked(order: Order, *, via: str, payment_intent, actor: str | None,
 
     # The customer's row lock chains two fulfilments for one customer: a second year starts
     # where the first ends (billing.access), never beside it.
-    user = access.customer_for_update(order.email)
+    user, new_customer = access.lock_customer(order.email)
     now = timezone.now()
-    starts_at, ends_at = access.period_for(user, order.plan.duration_days, now)
+    starts_at, ends_at = access.period_for(user, order.plan.duration_days, now, new_customer=new_customer)
     Subscription.objects.create(order=order, user=user, starts_at=starts_at, ends_at=ends_at)
     later = starts_at > now  # the customer's access already ran: this period comes after it
     is_recovery, waited = is_late(order)
