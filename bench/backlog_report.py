@@ -208,6 +208,11 @@ def print_report(args, variants: list[Variant], rows: list[dict], all_checks: di
         f"Webhook backlog: N={args.events} per variant, {args.duplicates:.0%} delivered twice, "
         f"{args.concurrency} connections, CONN_MAX_AGE={args.conn_max_age}; {cores} CPU cores; setup {setup_s:.0f} s"
     )
+    if getattr(args, "proxy", False):
+        print(
+            "through haproxy (deploy/haproxy/haproxy.cfg) to two gunicorn nodes of the size shown, "
+            "each its own process group (--proxy)"
+        )
     if args.stripe_latency_ms:
         print(f"localstripe answered every API call {args.stripe_latency_ms:.0f} ms late (--stripe-latency-ms)")
     print(

@@ -10,6 +10,7 @@ mirror receiver, PaidUp's receivers off: bench/settings_stock.py) as the baselin
 
     .venv/bin/python bench/webhook_backlog.py                 # N=1000, 10 % duplicates
     .venv/bin/python bench/webhook_backlog.py --events 300 --servers 2x4,4x1,6x1   # compare servers
+    .venv/bin/python bench/webhook_backlog.py --proxy --servers 2x1   # two nodes behind haproxy
 
 Each order gets a real PaymentIntent in localstripe, created and confirmed through PaidUp's
 own gateway, and is left as a crash right after the charge leaves it: pending, never told.
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -117,8 +119,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sample the gunicorn workers with this py-spy during each first delivery "
         "(collapsed stacks in the log directory: use with --keep)",
     )
+    p.add_argument(
+        "--proxy",
+        action="store_true",
+        help="run each server size as two gunicorn nodes of that size behind haproxy with the deploy's own "
+        "configuration (deploy/haproxy/haproxy.cfg), as in production with more than one node, and deliver "
+        "through the proxy: 2x1 means two nodes of 2 workers",
+    )
     p.add_argument("--keep", action="store_true", help="keep the database and the logs")
     args = p.parse_args(argv)
+    if args.proxy and args.py_spy:
+        p.error("--py-spy samples one gunicorn: leave out --proxy")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not set(args.variants) <= set(SETTINGS):
         p.error(f"--variants: choose from {', '.join(SETTINGS)}")
@@ -150,20 +161,30 @@ def run_variant(v: Variant, args, procs: Processes, env: dict, port: int, endpoi
     from django.db import connections
 
     path = f"/stripe/webhook/{endpoint.djstripe_uuid}/"
-    server = start_gunicorn(
-        procs,
-        ROOT,
-        {**env, "DJANGO_SETTINGS_MODULE": SETTINGS[v.name]},
-        port=port,
-        workers=v.server[0],
-        threads=v.server[1],
-        log_path=workdir / f"gunicorn-{v.label}.log",
-        app="config.wsgi:application",
-        graceful_timeout=5,
-    )
-    wait_for_http(port, path, server, timeout=args.start_timeout)
+    nodes = [(port, "")] if not args.proxy else [(free_port(), "-web1"), (free_port(), "-web2")]
+    servers = []
+    for node_port, suffix in nodes:
+        servers.append(
+            start_gunicorn(
+                procs,
+                ROOT,
+                {**env, "DJANGO_SETTINGS_MODULE": SETTINGS[v.name], "NUM_PROXIES": "1" if args.proxy else "0"},
+                port=node_port,
+                workers=v.server[0],
+                threads=v.server[1],
+                log_path=workdir / f"gunicorn-{v.label}{suffix}.log",
+                app="config.wsgi:application",
+                graceful_timeout=5,
+            )
+        )
+    for (node_port, _), server in zip(nodes, servers, strict=True):
+        wait_for_http(node_port, path, server, timeout=args.start_timeout)
+    if args.proxy:
+        servers.append(start_haproxy(procs, env, port, [p for p, _ in nodes], workdir / f"haproxy-{v.label}.log"))
+        wait_for_http(port, path, servers[-1], timeout=args.start_timeout)
     time.sleep(2)  # let every worker finish importing Django before the backlog arrives
-    meter = meter_for(server.pid)
+    meter = meter_for(servers)
+    server = servers[0]
     wait_for_quiet(meter, args.quiet_wait)
     ls_log = workdir / "localstripe.log"
     stop = threading.Event()
@@ -201,8 +222,27 @@ def run_variant(v: Variant, args, procs: Processes, env: dict, port: int, endpoi
         v.trigger_ids = (v.trigger_ids[0], last_trigger_id())
     finally:
         stop.set()
-        procs.stop(server)
+        for proc in reversed(servers):
+            procs.stop(proc)
     read_effects(v)
+
+
+def start_haproxy(procs: Processes, env: dict, port: int, node_ports: list[int], log_path: Path):
+    """haproxy on 127.0.0.1:`port` with deploy/haproxy/haproxy.cfg as it is, in front of the two
+    gunicorn nodes on `node_ports`, its statistics page on a free port."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        raise RuntimeError("--proxy needs haproxy (apt-get install haproxy; `make cluster` installs it)")
+    proxy_env = {
+        **env,
+        "PAIDUP_PROXY_BIND": f"127.0.0.1:{port}",
+        "PAIDUP_STATS_BIND": f"127.0.0.1:{free_port()}",
+        "PAIDUP_WEB1": f"127.0.0.1:{node_ports[0]}",
+        "PAIDUP_WEB2": f"127.0.0.1:{node_ports[1]}",
+        "PAIDUP_CHECK_HOST": "127.0.0.1",  # one of ALLOWED_HOSTS (server_env)
+    }
+    config = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+    return procs.start([binary, "-db", "-f", str(config)], log=log_path, env=proxy_env, cwd=ROOT)
 
 
 def code_version() -> str:
@@ -270,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                 urllib.request.Request(f"{env['STRIPE_API_BASE']}/_config/bench_latency/{args.stripe_latency_ms}", b"")
             ).read()
 
-        def meter_for(server_pid: int) -> CpuMeter:
-            return CpuMeter({server_pid: "gunicorn", localstripe.pid: "localstripe"}, db_name)
+        def meter_for(servers: list) -> CpuMeter:
+            groups = {proc.pid: "haproxy" if "haproxy" in proc.args[0] else "gunicorn" for proc in servers}
+            return CpuMeter({**groups, localstripe.pid: "localstripe"}, db_name)
 
         for v in variants:
             run_variant(v, args, procs, env, site_port, endpoint, workdir, meter_for)
