@@ -113,10 +113,13 @@ def charge_time(payment_intent, charged_at=None) -> datetime | None:
     return _moment(payment_intent.get("created")) if hasattr(payment_intent, "get") else None
 
 
-def record_payment(order: Order, payment_intent, *, via: str, actor: str | None = None, charged_at=None) -> Order:
+def record_payment(
+    order: Order, payment_intent, *, via: str, actor: str | None = None, charged_at=None, save: bool = True
+) -> Order:
     """pending → paid, given a succeeded PaymentIntent (dict-like); `charged_at` as for
     `charge_time()`. Stores Stripe's charge time on the order. Raises PaymentMismatch when the
-    PaymentIntent does not prove this order paid (I1). Caller holds the row lock."""
+    PaymentIntent does not prove this order paid (I1). Caller holds the row lock. `save=False`
+    leaves the UPDATE to the caller's next transition (Order.transition)."""
     if order.state != Order.State.PENDING:
         return order
     check_payment(order, payment_intent)
@@ -129,6 +132,7 @@ def record_payment(order: Order, payment_intent, *, via: str, actor: str | None 
         message=f"Stripe confirmed the payment of {order.price} ({payment_intent['id']}).",
         data={"payment_intent": payment_intent["id"], "via": via},
         also=("stripe_payment_intent_id", "stripe_payment_status", "charged_at"),
+        save=save,
     )
     return order
 
@@ -180,7 +184,8 @@ def _fulfil_locked(order: Order, *, via: str, payment_intent, actor: str | None,
     if order.state == Order.State.FULFILLED:
         return FulfilResult(order, fulfilled_now=False)
     if order.state == Order.State.PENDING and payment_intent is not None:
-        record_payment(order, payment_intent, via=via, actor=actor, charged_at=charged_at)
+        # Its UPDATE goes with the fulfilled (or refunded) one below: one statement for both.
+        record_payment(order, payment_intent, via=via, actor=actor, charged_at=charged_at, save=False)
     elif order.charged_at is None and order.state == Order.State.PAID:
         # Paid before anyone knew Stripe's charge time (or by a path that had none). The
         # charge cannot have come after we recorded the payment: never later than paid_at.
@@ -220,6 +225,8 @@ def _fulfil_locked(order: Order, *, via: str, payment_intent, actor: str | None,
         + ".",
         data={"via": via, "recovery": is_recovery, "waited_seconds": waited},
     )
+    if order.unsaved_transition:  # the paid move is saved with the fulfilled one, never dropped
+        raise RuntimeError(f"{order.reference}: fields {order.unsaved_transition} left unsaved")
     access.flag_double_purchase(order)
     failpoint("fulfil_before_commit")
     kind = OutboundEmail.Kind.RECOVERY if is_recovery else OutboundEmail.Kind.CONFIRMATION

@@ -301,3 +301,19 @@ def test_a_refused_csrf_token_in_the_console_says_the_page_expired_not_payment(p
     page = response.content.decode()
     assert response.status_code == 403 and "This page expired" in page and 'href="/admin/">Back to the console' in page
     assert "payment" not in page and "charged" not in page and "Back to checkout" not in page
+
+
+def test_the_return_path_shows_the_order_as_it_stands_when_the_webhook_got_there_first(plan, fake_stripe):
+    """The order page read the order pending; meanwhile the webhook fulfilled it, so the return
+    path's claim (pending only) finds nothing to do. The page gets the fulfilled order, not its
+    own stale copy that says "confirming your payment" (found by test_races under load)."""
+    from billing import checkout
+
+    order = OrderFactory(plan=plan, stripe_payment_intent_id="pi_first", stripe_payment_status="processing")
+    stale = Order.objects.get(pk=order.pk)
+    fulfil(order, via="webhook", payment_intent=payment_intent(order))
+
+    shown = checkout.sync_with_stripe(stale)
+
+    assert shown.state == "fulfilled" and shown.fulfilled_via == "webhook"
+    assert fake_stripe.requests == 0  # nothing asked of Stripe: the order was settled meanwhile

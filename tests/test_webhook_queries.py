@@ -19,7 +19,7 @@ from billing.models import Order, Subscription
 from tests.factories import OrderFactory, payment_intent
 from tests.fixtures.services import post_event, signed_event
 
-FIRST_DELIVERY_STATEMENTS = 24
+FIRST_DELIVERY_STATEMENTS = 23
 DUPLICATE_STATEMENTS = 6
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -36,7 +36,7 @@ def _deliver(client, endpoint, body, header):
     return response, [q["sql"] for q in queries.captured_queries], enqueue
 
 
-def test_a_first_delivery_of_payment_succeeded_costs_24_statements(order, client, webhook_endpoint):
+def test_a_first_delivery_of_payment_succeeded_costs_23_statements(order, client, webhook_endpoint):
     body, header = signed_event("payment_intent.succeeded", payment_intent(order))
     response, statements, enqueue = _deliver(client, webhook_endpoint, body, header)
 

@@ -228,6 +228,9 @@ class Order(models.Model):
         self.needs_attention, self.attention_reason = True, reason[:255]
         self.log("needs_attention", reason, actor=actor)
 
+    # Fields of a transition(save=False) not yet written (the next transition() writes them).
+    unsaved_transition: tuple = ()
+
     def idempotency_key(self, purpose: str) -> str:
         """Stripe's Idempotency-Key for this order's request `purpose` ("pi-1", "customer-1"…),
         "order-<uuid>-<purpose>": derived from the committed row, so a retried or resubmitted
@@ -240,7 +243,9 @@ class Order(models.Model):
         "stripe:webhook", "support:<user>"), and optional JSON `data` (invariant I5, I7)."""
         return OrderEvent.objects.create(order=self, kind=kind, actor=actor, message=message, data=data or {})
 
-    def transition(self, new_state: str, *, actor: str, message: str = "", data=None, also: tuple = ()) -> None:
+    def transition(
+        self, new_state: str, *, actor: str, message: str = "", data=None, also: tuple = (), save: bool = True
+    ) -> None:
         """The one way to change state: checks the map, stamps the time, writes the timeline.
 
         The caller holds the row lock (select_for_update) inside a transaction. Saves the state,
@@ -249,19 +254,30 @@ class Order(models.Model):
         IllegalTransition for a move TRANSITIONS does not allow (invariant I5: never backwards).
         `also` names other fields the caller has just set on this object, saved in the same
         UPDATE as the state (one statement instead of two on the webhook's path).
+
+        `save=False` writes the timeline row now and leaves the UPDATE to the next `transition()`
+        on this object, which saves both moves in one statement (pending → paid → fulfilled in
+        one fulfilment: nobody outside the transaction can see the state in between). The caller
+        must make that next transition in the same transaction, or raise so that it rolls back;
+        `unsaved_transition` says whether one is owed.
         """
         new_state = self.State(new_state)
         if new_state not in self.TRANSITIONS[self.State(self.state)]:
             raise IllegalTransition(f"{self.reference}: {self.state} -> {new_state} is not allowed")
         old_state = self.state
         self.state = new_state
-        fields = ["state", "updated_at", *also]
+        fields = [*self.unsaved_transition, "state", "updated_at", *also]
         if stamp := self.STATE_TIMESTAMPS.get(new_state):
             setattr(self, stamp, timezone.now())
             fields.append(stamp)
         if new_state == self.State.FULFILLED:
             fields.append("fulfilled_via")
-        self.save(update_fields=fields)
+        fields = list(dict.fromkeys(fields))
+        if save:
+            self.save(update_fields=fields)
+            self.unsaved_transition = ()
+        else:
+            self.unsaved_transition = tuple(fields)
         self.log(
             f"state:{new_state}",
             message or f"{old_state} → {new_state}",
