@@ -391,7 +391,9 @@ def sync_with_stripe(order: Order, *, min_interval: float = 3.0) -> Order:
         .update(stripe_checked_at=now)
     )
     if not claimed:
-        return order
+        # Not pending any more (the webhook fulfilled it while this waited on its row lock), or
+        # asked a moment ago: the row as it stands, not the caller's copy from before.
+        return Order.objects.select_related("plan").get(pk=order.pk)
     try:
         payment_intent = gateway.retrieve_payment_intent(order.stripe_payment_intent_id)
     except stripe.StripeError:
