@@ -153,6 +153,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         env.secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env.int("CONN_MAX_AGE", 0),
+        # A kept connection is checked (SELECT 1) before each request reuses it: after a
+        # PostgreSQL restart, a worker's first request would otherwise fail on its dead connection
+        # (a 500 on a checkout; the chaos run met one, docs/deploy.md "14. More than one node").
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

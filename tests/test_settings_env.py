@@ -91,3 +91,12 @@ def test_the_example_file_and_the_settings_name_the_same_variables():
 def test_each_variable_is_listed_once():
     names = [line.split("=", 1)[0] for line in EXAMPLE.read_text().splitlines() if line and not line.startswith("#")]
     assert len(names) == len(set(names))
+
+
+def test_kept_database_connections_are_checked_before_reuse(tmp_path):
+    """With CONN_MAX_AGE, Django reuses a connection across requests; after a PostgreSQL restart
+    the first request of each worker would meet a dead one and answer 500 (the chaos run saw it).
+    CONN_HEALTH_CHECKS makes Django test it first and reconnect."""
+    loaded = load_settings(tmp_path, {"CONN_MAX_AGE": "60", "DATABASE_URL": "postgres://u@127.0.0.1:5432/x"})
+    database = ast.literal_eval(loaded["DATABASES"])["default"]
+    assert database["CONN_MAX_AGE"] == 60 and database["CONN_HEALTH_CHECKS"] is True
