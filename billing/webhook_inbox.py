@@ -1,10 +1,10 @@
 """The webhook inbox: store a verified Stripe event and run its receivers in one transaction.
 
-dj-stripe's `WebhookEventTrigger.from_request` does this in 15 statements around the
+dj-stripe's `WebhookEventTrigger.from_request` does this in 14 statements around the
 receivers: it reads the owner account again and its API key, checks the event's signature a
 second time, looks the Event up twice (an existence check, then again before its INSERT),
 wraps it in nested savepoints, and rewrites the whole trigger row, body included, at the end
-(docs/benchmarks.md, "Cheaper webhooks"). `receive()` stores the same rows in 7 statements and
+(docs/benchmarks.md, "Cheaper webhooks"). `receive()` stores the same rows in 6 statements and
 keeps every guarantee dj-stripe gives:
 
 - the trigger row (headers, body, remote IP, endpoint, owner account) is committed before any
