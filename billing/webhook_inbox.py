@@ -36,6 +36,7 @@ from djstripe import signals
 from djstripe.enums import WebhookEndpointValidation
 from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
 from djstripe.models.webhooks import get_remote_ip
+from djstripe.settings import djstripe_settings
 
 __all__ = ["ENDPOINT_FIELDS", "covers", "event_row", "receive"]
 
@@ -66,11 +67,14 @@ def covers(endpoint: WebhookEndpoint, event: dict) -> bool:
     """True when `receive()` stores `event` exactly as dj-stripe would: the endpoint has its owner
     account, validates by signature (already checked by the front door), and the event is not
     a Connect event naming an account (dj-stripe would look that account up, or fetch it from
-    Stripe). False sends the delivery to dj-stripe's own `from_request`."""
+    Stripe), and no DJSTRIPE_WEBHOOK_EVENT_CALLBACK is set. False sends the delivery to
+    dj-stripe's own `from_request`."""
     return (
         endpoint.djstripe_owner_account_id is not None
         and endpoint.djstripe_validation_method == WebhookEndpointValidation.verify_signature
         and not event.get("account")
+        # dj-stripe's DJSTRIPE_WEBHOOK_EVENT_CALLBACK replaces its processing; only from_request calls it.
+        and not djstripe_settings.WEBHOOK_EVENT_CALLBACK
     )
 
 
@@ -123,6 +127,7 @@ def receive(request, endpoint: WebhookEndpoint, body: str, data: dict) -> Webhoo
             if not Event.objects.filter(id=event_id).exists():
                 raise
             _mark_processed(trigger, event_id)
+            signals.webhook_post_process.send(sender=WebhookEventTrigger, instance=trigger, api_key=None)
     except Exception as error:
         trigger.valid = True
         trigger.processed = False

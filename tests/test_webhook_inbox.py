@@ -181,7 +181,7 @@ def test_the_same_event_delivered_twice_at_once_runs_its_receivers_once(plan, we
     fulfilment, one access email, and both triggers processed and pointing at the Event."""
     order = OrderFactory(plan=plan, stripe_payment_intent_id="pi_twice", stripe_payment_status="requires_confirmation")
     body, header = signed_event("payment_intent.succeeded", payment_intent(order))
-    fulfilments = []
+    fulfilments, post_processed = [], []
     fulfil = webhooks.fulfil_from_payment_intent
 
     def slow_fulfil(*args, **kwargs):
@@ -190,16 +190,42 @@ def test_the_same_event_delivered_twice_at_once_runs_its_receivers_once(plan, we
         time.sleep(0.5)  # holds the Event's uncommitted row while the duplicate arrives
         return result
 
-    monkeypatch.setattr(webhooks, "fulfil_from_payment_intent", slow_fulfil)
-    post = lambda: post_event(Client(), webhook_endpoint, body, header).status_code  # noqa: E731
+    def seen(sender, instance, **kwargs):
+        post_processed.append(instance.pk)
 
-    assert run_together(post, post) == [200, 200]
+    monkeypatch.setattr(webhooks, "fulfil_from_payment_intent", slow_fulfil)
+    signals.webhook_post_process.connect(seen, weak=False)
+    post = lambda: post_event(Client(), webhook_endpoint, body, header).status_code  # noqa: E731
+    try:
+        assert run_together(post, post) == [200, 200]
+    finally:
+        signals.webhook_post_process.disconnect(seen)
 
     event_id = json.loads(body)["id"]
     assert fulfilments == [1]
     assert Event.objects.filter(id=event_id).count() == 1
     triggers = list(WebhookEventTrigger.objects.all())
     assert len(triggers) == 2 and all(t.valid and t.processed and t.event_id == event_id for t in triggers)
+    assert sorted(post_processed) == sorted(t.pk for t in triggers)  # as dj-stripe: once per trigger
     assert Order.objects.get(pk=order.pk).state == "fulfilled"
     assert Subscription.objects.filter(order=order).count() == 1
     assert OutboundEmail.objects.filter(order=order, kind__in=["confirmation", "recovery"]).count() == 1
+
+
+def test_a_webhook_event_callback_set_in_settings_is_called_as_dj_stripe_calls_it(plan, webhook_endpoint, settings):
+    """DJSTRIPE_WEBHOOK_EVENT_CALLBACK replaces dj-stripe's processing (e.g. to queue it); only
+    dj-stripe's from_request calls it, so with it set every delivery goes there."""
+    called = []
+
+    def callback(trigger, api_key):
+        called.append(trigger.pk)
+        trigger.process(save=False, api_key=api_key)
+
+    settings.DJSTRIPE_WEBHOOK_EVENT_CALLBACK = callback
+    order = OrderFactory(plan=plan, stripe_payment_intent_id="pi_cb", stripe_payment_status="requires_confirmation")
+    body, header = signed_event("payment_intent.succeeded", payment_intent(order))
+
+    assert not webhook_inbox.covers(WebhookEndpoint.objects.get(pk=webhook_endpoint.pk), json.loads(body))
+    assert post_event(Client(), webhook_endpoint, body, header).status_code == 200
+    assert called == [WebhookEventTrigger.objects.get().pk]
+    assert Order.objects.get(pk=order.pk).state == "fulfilled"
