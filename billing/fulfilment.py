@@ -225,8 +225,6 @@ def _fulfil_locked(order: Order, *, via: str, payment_intent, actor: str | None,
         + ".",
         data={"via": via, "recovery": is_recovery, "waited_seconds": waited},
     )
-    if order.unsaved_transition:  # the paid move is saved with the fulfilled one, never dropped
-        raise RuntimeError(f"{order.reference}: fields {order.unsaved_transition} left unsaved")
     access.flag_double_purchase(order)
     failpoint("fulfil_before_commit")
     kind = OutboundEmail.Kind.RECOVERY if is_recovery else OutboundEmail.Kind.CONFIRMATION

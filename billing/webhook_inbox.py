@@ -15,19 +15,20 @@ keeps every guarantee dj-stripe gives:
 - one Event per Stripe event id (its unique column): a duplicate delivery, even one racing
   the first, runs no receiver and is answered 2xx with its own trigger row pointing at the
   Event;
-- dj-stripe's webhook signals are sent at the same points, with the same arguments.
+- dj-stripe's webhook signals are sent at the same points, with the same arguments but for
+  `api_key`, which is None (the lean path resolves no key; nothing in PaidUp listens).
 
 The Event row is built as dj-stripe builds it (`Event._stripe_object_to_record` and
 `_attach_objects_hook`), with the owner account the endpoint already carries instead of
 looking it up by API key: tests/test_webhook_inbox.py holds the two rows side by side for
-every event type PaidUp receives. Anything the lean path does not cover (an endpoint with no
-owner account, a Connect event naming another account, an endpoint that validates by
-retrieving the event from Stripe) goes to dj-stripe's own `from_request`.
+each kind of event PaidUp receives (payment, refund, dispute, fraud warning, cancel).
+Anything the lean path does not cover (an endpoint with no owner account, a Connect event naming
+another account, an endpoint that validates by retrieving the event from Stripe, a
+DJSTRIPE_WEBHOOK_EVENT_CALLBACK) goes to dj-stripe's own `from_request`.
 """
 
 from __future__ import annotations
 
-import logging
 from traceback import format_exc
 
 from django.db import IntegrityError, models, transaction
@@ -39,8 +40,6 @@ from djstripe.models.webhooks import get_remote_ip
 from djstripe.settings import djstripe_settings
 
 __all__ = ["ENDPOINT_FIELDS", "covers", "event_row", "receive"]
-
-logger = logging.getLogger(__name__)
 
 # Event's own fields as dj-stripe's _stripe_object_to_record reads them from Stripe's data: every
 # concrete field but the djstripe_* bookkeeping and stripe_data (the whole body), in model order.
@@ -83,8 +82,7 @@ def event_row(data: dict, owner_id: str) -> Event:
     djstripe Account whose Stripe id is `owner_id` ("acct_…"): the fields dj-stripe's
     `Event._stripe_object_to_record` and `_attach_objects_hook` give it (text fields that Stripe
     sends as null stored as "", the request id and idempotency key taken from `request`),
-    without their queries. Raises
-    ValueError when `data` is not an event, as dj-stripe does."""
+    without their queries. Raises ValueError when `data` is not an event, as dj-stripe does."""
     if not Event.is_valid_object(data):
         raise ValueError(f"Trying to fit {data.get('object', '')!r} into 'Event'. Aborting.")
     values = {"stripe_data": data, "djstripe_owner_account_id": owner_id}

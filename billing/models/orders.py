@@ -258,7 +258,8 @@ class Order(models.Model):
         `save=False` writes the timeline row now and leaves the UPDATE to the next `transition()`
         on this object, which saves both moves in one statement (pending → paid → fulfilled in
         one fulfilment: nobody outside the transaction can see the state in between). The caller
-        must make that next transition in the same transaction, or raise so that it rolls back;
+        must make that next transition in the same transaction, or raise so that it rolls back
+        (`_fulfil_locked` does: every branch after its paid move ends in a transition or raises);
         `unsaved_transition` says whether one is owed.
         """
         new_state = self.State(new_state)
